@@ -1,0 +1,134 @@
+"""The ``luopan`` command line: run, validate, list, which, plugins.
+
+Plugins load when a command needs them, never at import, so a broken plugin cannot break ``--help``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from luopan import __version__
+from luopan.errors import LuopanError
+
+LIST_KINDS = ("backends", "datasets", "evaluators", "summarizers", "runners", "presets")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="luopan", description="luopan (罗盘): evaluate large language models.")
+    p.add_argument("--version", action="version", version=f"luopan {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="run an evaluation from a YAML file or a run preset (e.g. quickstart)")
+    r.add_argument("file", help="run file (YAML) or run preset name")
+    r.add_argument("--dry-run", action="store_true", help="print the plan (units, requests, cached), run nothing")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    r.add_argument("--output-dir", help="override run.output_dir")
+    r.add_argument("--name", help="override run.name (the output sub-folder)")
+    v = sub.add_parser("validate", help="check a run file without running it")
+    v.add_argument("file")
+    ls = sub.add_parser("list", help="list registered components or presets")
+    ls.add_argument("kind", nargs="?", choices=LIST_KINDS)
+    w = sub.add_parser("which", help="which plugin, distribution or registry file defines NAME")
+    w.add_argument("name")
+    sub.add_parser("plugins", help="list plugins, their distributions, and load errors")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except LuopanError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted: finished requests are cached; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    from luopan.plugins import get_registry
+
+    reg = get_registry()
+    if args.command == "plugins":
+        return _plugins(reg)
+    if args.command == "list":
+        return _list(reg, args.kind)
+    if args.command == "which":
+        lines = reg.which(args.name)
+        if not lines:
+            from luopan.plugins import nearest
+
+            names = [n for k in reg.components.values() for n in k] + [n for k in reg.presets.values() for n in k]
+            hint = nearest(args.name, names)
+            print(f"error: '{args.name}' is not defined by any plugin or registry file"
+                  + (f" (did you mean '{hint}'?)" if hint else ""), file=sys.stderr)
+            return 2
+        print("\n".join(lines))
+        return 0
+
+    from luopan.config import load_run
+
+    cfg = load_run(args.file, reg)
+    if args.command == "validate":
+        print(f"{args.file}: ok ({len(cfg.models)} model(s) x {len(cfg.datasets)} dataset(s))")
+        return 0
+    if args.output_dir:
+        cfg.run.output_dir = args.output_dir
+    if args.name:
+        cfg.run.name = args.name
+
+    from luopan.pipeline import Run, print_plan
+
+    run = Run(cfg, reg, progress=not args.no_progress)
+    run.plan()
+    if args.dry_run:
+        print_plan(run)
+        return 0
+    results = run.execute()
+    from luopan.report import to_markdown
+
+    print(to_markdown(run.tables))
+    print(f"outputs: {run.out}")
+    failed = [r for r in results if r.error]
+    if failed:
+        for r in failed:
+            print(f"FAILED {r.model}/{r.dataset}: {r.error}", file=sys.stderr)
+        print(f"{len(failed)} of {len(results)} unit(s) failed; see {run.out / 'run.log'}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _plugins(reg) -> int:  # type: ignore[no-untyped-def]
+    rows = []
+    for p in sorted(reg.plugins, key=lambda p: p.name):
+        provides = ", ".join(f"{k}:{n}" for k, n in p.components) or "-"
+        status = "ok" if p.ok else f"FAILED: {p.error}"
+        rows.append((p.name, f"{p.distribution} {p.version}".strip(), status, provides))
+    w = [max(len(r[i]) for r in rows + [("plugin", "distribution", "status", "")]) for i in range(3)]
+    print(f"{'plugin':<{w[0]}}  {'distribution':<{w[1]}}  {'status':<{w[2]}}  provides")
+    for r in rows:
+        print(f"{r[0]:<{w[0]}}  {r[1]:<{w[1]}}  {r[2]:<{w[2]}}  {r[3]}")
+    return 0
+
+
+def _list(reg, kind: str | None) -> int:  # type: ignore[no-untyped-def]
+    kinds = [kind] if kind else list(LIST_KINDS)
+    for k in kinds:
+        if k == "presets":
+            for pk, presets in reg.presets.items():
+                print(f"{pk} presets:")
+                for name, p in sorted(presets.items()):
+                    desc = p.fields.get("description", "")
+                    print(f"  {name:<28} {desc}  [{p.source}]")
+            continue
+        comps = reg.components[k[:-1]]
+        print(f"{k}:")
+        for name, c in sorted(comps.items()):
+            print(f"  {name:<28} {c.description}  [{c.plugin.name}, {c.plugin.distribution}]")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,145 @@
+"""The component classes that plugins implement. Hooks *register* these; the hot path calls their methods.
+
+A plugin registers a factory for each component (see :mod:`luopan.hookspecs`); the kernel calls the factory
+with the validated parameters when a run needs the component, so heavy imports (torch, openai, ...) happen
+inside the factory, never at registration.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from luopan.types import (
+    GenerationRequest,
+    GenerationResult,
+    LoglikelihoodRequest,
+    LoglikelihoodResult,
+    ModelKind,
+    Sample,
+    ScoredSample,
+)
+
+
+class Backend(ABC):
+    """A model behind a uniform interface.
+
+    Results come back in request order. ``identity()`` names everything that changes outputs (backend name,
+    weights and their version, dtype, backend options that affect numerics): it is part of every request's
+    cache key and of every result's provenance.
+    """
+
+    #: ``"base"`` (likelihood scoring by default) or ``"chat"`` (chat template, generation by default)
+    kind: ModelKind = "base"
+    #: what the backend can do: a subset of {"loglikelihood", "generate"}
+    capabilities: frozenset[str] = frozenset({"loglikelihood", "generate"})
+    #: how many requests the kernel hands over per call (each call's results are cached before the next)
+    chunk_size: int = 256
+
+    @abstractmethod
+    def identity(self) -> dict[str, Any]:
+        """Cheap (no weights loaded): called at plan time to build cache keys."""
+
+    def load(self) -> None:  # noqa: B027 - optional hook
+        """Load weights / open connections. Called once, only when a request is not in the cache."""
+
+    def loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> list[LoglikelihoodResult]:
+        raise NotImplementedError(f"{type(self).__name__} cannot score log-likelihoods")
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
+        raise NotImplementedError(f"{type(self).__name__} cannot generate")
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release resources (GPU memory, server processes)."""
+
+
+class Dataset(ABC):
+    """A benchmark: named subsets of samples, with few-shot examples built into the prompts."""
+
+    @abstractmethod
+    def subsets(self) -> list[str]: ...
+
+    @abstractmethod
+    def load(self, subset: str, *, shots: int = 0) -> list[Sample]:
+        """The evaluation samples of ``subset``, prompts rendered with ``shots`` few-shot examples."""
+
+    def categories(self) -> dict[str, list[str]]:
+        """Summary groups: category name -> subsets. Empty when the benchmark has none."""
+        return {}
+
+    def fingerprint(self) -> str:
+        """A hash of the data files read (provenance)."""
+        return ""
+
+    def describe(self) -> dict[str, Any]:
+        """Prompt template and other settings recorded in provenance."""
+        return {}
+
+    #: the evaluator used when the run names none
+    default_evaluator: str = "accuracy"
+    #: subset label -> human readable name (optional)
+    display_names: dict[str, str] = {}
+
+
+@dataclass(slots=True)
+class EvalContext:
+    """What an evaluator may need beyond samples and outputs."""
+
+    mode: str
+    model: str
+    dataset: str
+    params: dict[str, Any] = field(default_factory=dict)
+    judge: Backend | None = None
+
+
+class Evaluator(ABC):
+    """Turns model outputs into per-sample scores.
+
+    ``outputs[i]`` belongs to ``samples[i]``: in likelihood mode a list of :class:`LoglikelihoodResult`, one
+    per choice; in generate mode a :class:`GenerationResult`.
+    """
+
+    #: name of the primary metric (reported as the score)
+    metric: str = "accuracy"
+
+    @abstractmethod
+    def score(self, samples: Sequence[Sample], outputs: Sequence[Any], ctx: EvalContext) -> list[ScoredSample]: ...
+
+
+@dataclass(slots=True)
+class UnitResult:
+    """The outcome of one unit (model x dataset x shard), successful or not."""
+
+    model: str
+    dataset: str
+    metric: str = "accuracy"
+    subsets: list[dict[str, Any]] = field(default_factory=list)  # {"subset", "n", "score", "metrics"}
+    categories: dict[str, list[str]] = field(default_factory=dict)
+    display_names: dict[str, str] = field(default_factory=dict)
+    error: str | None = None
+    provenance: dict[str, Any] = field(default_factory=dict)
+    usage: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class SummaryTable:
+    """A summary: ``columns`` headers and ``rows`` of cells (str or float or None)."""
+
+    title: str
+    columns: list[str]
+    rows: list[list[Any]]
+    notes: list[str] = field(default_factory=list)
+
+
+class Summarizer(ABC):
+    @abstractmethod
+    def summarize(self, results: Sequence[UnitResult]) -> list[SummaryTable]: ...
+
+
+class Runner(ABC):
+    """Executes units. ``execute(unit)`` does one unit and returns its :class:`UnitResult`."""
+
+    @abstractmethod
+    def run(self, units: Sequence[Any], execute: Callable[[Any], UnitResult]) -> list[UnitResult]: ...

@@ -1,0 +1,302 @@
+"""The YAML run file: schema, preset resolution and validation, before anything runs.
+
+Every error is one line naming the file, the line, the key and (where one is close) the nearest valid
+name, and exits with code 2. Presets come from ``registry.yaml`` and from plugins; a run entry refers to one
+with ``preset:`` and overrides any of its fields (``params``, ``generation`` and ``evaluator_params`` merge
+key by key).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from luopan.errors import ConfigError, LuopanError
+from luopan.plugins import Registry, nearest
+from luopan.types import GenerationConfig, ModelKind
+from luopan.yamlpos import Located, load_located, load_located_file
+
+MERGED_DICTS = ("params", "generation", "evaluator_params")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class GenerationSpec(_Strict):
+    max_new_tokens: int | None = Field(default=None, ge=1)
+    temperature: float | None = Field(default=None, ge=0)
+    top_p: float | None = Field(default=None, gt=0, le=1)
+    stop: list[str] | None = None
+    seed: int | None = None
+
+
+class RunSection(_Strict):
+    name: str | None = None
+    output_dir: str = "outputs"
+    seed: int = 0
+    cache: bool | str = True
+    runner: str = "local"
+    summarizer: str = "default"
+
+
+class ModelSpec(_Strict):
+    name: str | None = None
+    preset: str | None = None
+    backend: str | None = None
+    kind: ModelKind | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    generation: GenerationSpec = Field(default_factory=GenerationSpec)
+    system_prompt: str | None = None
+    description: str | None = None
+
+
+class DatasetSpec(_Strict):
+    name: str | None = None
+    preset: str | None = None
+    loader: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    subsets: list[str] | Literal["all"] = "all"
+    limit_per_subset: int | None = Field(default=None, ge=1)
+    limit: int | None = Field(default=None, ge=1)
+    sample_seed: int | None = None
+    shots: int = Field(default=0, ge=0)
+    mode: Literal["auto", "likelihood", "generate"] = "auto"
+    evaluator: str | None = None
+    evaluator_params: dict[str, Any] = Field(default_factory=dict)
+    generation: GenerationSpec = Field(default_factory=GenerationSpec)
+    shards: int = Field(default=1, ge=1)
+    description: str | None = None
+
+
+class RunFile(_Strict):
+    run: RunSection = Field(default_factory=RunSection)
+    models: list[ModelSpec] = Field(min_length=1)
+    datasets: list[DatasetSpec] = Field(min_length=1)
+
+
+@dataclass
+class ResolvedModel:
+    label: str
+    backend: str
+    kind: ModelKind
+    params: dict[str, Any]
+    generation: dict[str, Any]
+    system_prompt: str | None
+    preset: str | None = None
+
+
+@dataclass
+class ResolvedDataset:
+    label: str
+    loader: str
+    params: dict[str, Any]
+    subsets: list[str] | Literal["all"]
+    limit_per_subset: int | None
+    limit: int | None
+    sample_seed: int | None
+    shots: int
+    mode: str
+    evaluator: str | None
+    evaluator_params: dict[str, Any]
+    generation: dict[str, Any]
+    shards: int
+    preset: str | None = None
+
+
+@dataclass
+class RunConfig:
+    """A validated, fully resolved run: what ``config.yaml`` in the output folder records."""
+
+    source: str
+    run: RunSection
+    models: list[ResolvedModel]
+    datasets: list[ResolvedDataset]
+    base_dir: Path = field(default_factory=Path.cwd)
+
+    def to_dict(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        return {
+            "source": self.source,
+            "run": self.run.model_dump(),
+            "models": [asdict(m) for m in self.models],
+            "datasets": [asdict(d) for d in self.datasets],
+        }
+
+
+def generation_config(model: ResolvedModel, dataset: ResolvedDataset) -> GenerationConfig:
+    """Model-level decoding settings, overridden by the dataset's (a benchmark knows its stop strings)."""
+    merged = {k: v for k, v in model.generation.items() if v is not None}
+    merged.update({k: v for k, v in dataset.generation.items() if v is not None})
+    if "stop" in merged:
+        merged["stop"] = tuple(merged["stop"])
+    return GenerationConfig(**merged)
+
+
+# ---------------------------------------------------------------- error formatting
+
+
+def _format_pydantic(err: ValidationError, loc: Located, prefix: tuple[Any, ...], model: type[BaseModel] | None,
+                     what: str = "") -> ConfigError:
+    e = err.errors()[0]
+    path = prefix + tuple(e["loc"])
+    key = ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in path).replace(".[", "[")
+    msg = e["msg"]
+    if e["type"] == "extra_forbidden":
+        bad = str(e["loc"][-1])
+        fields = _fields_at(model, e["loc"][:-1]) if model is not None else []
+        hint = nearest(bad, fields)
+        msg = f"unknown key '{bad}'" + (f" (did you mean '{hint}'?)" if hint else f"; valid keys: {', '.join(fields)}")
+    elif "input" in e and e["type"] not in ("missing",):
+        msg += f" (got {e['input']!r})"
+    return ConfigError(f"{loc.where(path)}: {key}: {what}{msg}")
+
+
+def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """The field names valid at ``loc`` inside ``model`` (for 'did you mean')."""
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return []
+        f = current.model_fields.get(str(part))
+        if f is None:
+            return []
+        current = f.annotation
+        for arg in getattr(current, "__args__", ()) or ():
+            if isinstance(arg, type) and issubclass(arg, BaseModel):
+                current = arg
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return list(current.model_fields)
+    return []
+
+
+# ---------------------------------------------------------------- resolution
+
+
+def _merge(preset: dict[str, Any], entry: dict[str, Any]) -> dict[str, Any]:
+    out = dict(preset)
+    for k, v in entry.items():
+        if k in MERGED_DICTS and isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = {**out[k], **v}
+        else:
+            out[k] = v
+    return out
+
+
+def _resolve_entry(reg: Registry, loc: Located, kind: str, index: int, raw: Any, spec: type[BaseModel]) -> Any:
+    section = "models" if kind == "model" else "datasets"
+    path: tuple[Any, ...] = (section, index)
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{loc.where(path)}: {section}[{index}]: must be a mapping, got {type(raw).__name__}")
+    merged = dict(raw)
+    preset_name = raw.get("preset")
+    if preset_name is not None:
+        try:
+            preset = reg.preset(kind, str(preset_name))
+        except LuopanError as exc:
+            raise ConfigError(f"{loc.where(path + ('preset',))}: {section}[{index}].preset: {exc}") from None
+        merged = _merge(preset.fields, raw)
+        merged["preset"] = preset.name
+        merged.setdefault("name", preset.name)
+    try:
+        return spec.model_validate(merged)
+    except ValidationError as exc:
+        what = f"(from preset '{preset_name}') " if preset_name and exc.errors()[0]["loc"][0] not in raw else ""
+        raise _format_pydantic(exc, loc, path, spec, what) from None
+
+
+def _component_params(reg: Registry, loc: Located, kind: str, name: str, params: dict[str, Any],
+                      path: tuple[Any, ...]) -> dict[str, Any]:
+    try:
+        comp = reg.get(kind, name)
+    except LuopanError as exc:
+        raise type(exc)(f"{loc.where(path)}: {'.'.join(map(str, path[:1]))}[{path[1]}]: {exc}") from exc.__cause__
+    try:
+        return comp.validate_params(params)
+    except ValidationError as exc:
+        raise _format_pydantic(exc, loc, path[:2] + ("params",), comp.params, f"{kind} '{name}': ") from None
+    except TypeError as exc:
+        raise ConfigError(f"{loc.where(path[:2] + ('params',))}: {exc}") from None
+
+
+def resolve(loc: Located, reg: Registry, *, base_dir: Path | None = None) -> RunConfig:
+    data = loc.data
+    if not isinstance(data, dict):
+        raise ConfigError(f"{loc.source}: a run file must be a mapping with 'models' and 'datasets'")
+    try:
+        # entries are validated one by one after preset resolution; here only the file's shape
+        shape = {k: ([{}] * len(v) if k in ("models", "datasets") and isinstance(v, list) else v)
+                 for k, v in data.items()}
+        top = RunFile.model_validate(shape)
+    except ValidationError as exc:
+        raise _format_pydantic(exc, loc, (), RunFile) from None
+    for comp_kind, name, key in (("runner", top.run.runner, "runner"), ("summarizer", top.run.summarizer, "summarizer")):
+        try:
+            reg.get(comp_kind, name)
+        except LuopanError as exc:
+            raise type(exc)(f"{loc.where(('run', key))}: run.{key}: {exc}") from exc.__cause__
+
+    models: list[ResolvedModel] = []
+    for i, raw in enumerate(data["models"]):
+        m: ModelSpec = _resolve_entry(reg, loc, "model", i, raw, ModelSpec)
+        path = ("models", i)
+        if not m.backend:
+            raise ConfigError(f"{loc.where(path)}: models[{i}]: no 'backend' (and no preset that sets one)")
+        params = _component_params(reg, loc, "backend", m.backend, m.params, path + ("backend",))
+        label = m.name or m.preset or m.backend
+        models.append(ResolvedModel(label, m.backend, m.kind or "base", params, m.generation.model_dump(),
+                                    m.system_prompt, m.preset))
+
+    datasets: list[ResolvedDataset] = []
+    for i, raw in enumerate(data["datasets"]):
+        d: DatasetSpec = _resolve_entry(reg, loc, "dataset", i, raw, DatasetSpec)
+        path = ("datasets", i)
+        if not d.loader:
+            raise ConfigError(f"{loc.where(path)}: datasets[{i}]: no 'loader' (and no preset that sets one)")
+        params = _component_params(reg, loc, "dataset", d.loader, d.params, path + ("loader",))
+        if d.evaluator is not None:
+            ev = _component_params(reg, loc, "evaluator", d.evaluator, d.evaluator_params, path + ("evaluator",))
+        else:
+            ev = d.evaluator_params
+        label = d.name or d.preset or d.loader
+        datasets.append(ResolvedDataset(label, d.loader, params, d.subsets, d.limit_per_subset, d.limit,
+                                        d.sample_seed, d.shots, d.mode, d.evaluator, ev,
+                                        d.generation.model_dump(), d.shards, d.preset))
+
+    for kind, items in (("models", models), ("datasets", datasets)):
+        labels = [x.label for x in items]
+        dup = next((lab for lab in labels if labels.count(lab) > 1), None)
+        if dup is not None:
+            idx = len(labels) - 1 - labels[::-1].index(dup)
+            raise ConfigError(f"{loc.where((kind, idx))}: {kind}[{idx}]: two {kind} are named '{dup}'; give one a 'name'")
+
+    cfg = RunConfig(loc.source, top.run, models, datasets, base_dir or Path.cwd())
+    try:
+        reg.pm.hook.luopan_validate_config(config=cfg, source=loc.source)
+    except ConfigError as exc:
+        raise ConfigError(f"{loc.source}: {exc}") from None
+    return cfg
+
+
+def load_run(target: str, reg: Registry) -> RunConfig:
+    """Load a run from a YAML file path, or from a run preset name (e.g. ``quickstart``)."""
+    p = Path(target)
+    if p.suffix in (".yaml", ".yml") or p.exists() or os.sep in target:
+        if not p.exists():
+            raise ConfigError(f"{target}: no such run file")
+        return resolve(load_located_file(p), reg, base_dir=p.resolve().parent)
+    if target in reg.presets["run"]:
+        import yaml
+
+        preset = reg.presets["run"][target]
+        loc = load_located(yaml.safe_dump(preset.fields, allow_unicode=True, sort_keys=False), f"run preset '{target}'")
+        return resolve(loc, reg)
+    hint = nearest(target, reg.presets["run"])
+    raise ConfigError(f"{target}: no such run file or run preset" + (f" (did you mean '{hint}'?)" if hint else ""))

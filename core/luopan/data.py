@@ -1,0 +1,56 @@
+"""Finding local data files: dataset plugins call :func:`find_data` with the path a preset or run names.
+
+Search order: the path itself (absolute, or relative to the working directory), relative to the run file's
+folder, then each folder of ``LUOPAN_DATA`` (``os.pathsep``-separated). Nothing is downloaded here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from luopan.errors import ConfigError
+
+_run_dir: Path | None = None
+
+
+def set_run_dir(path: Path | None) -> None:
+    global _run_dir
+    _run_dir = path
+
+
+def search_dirs() -> list[Path]:
+    dirs = [Path.cwd()]
+    if _run_dir is not None:
+        dirs.append(_run_dir)
+    dirs += [Path(p) for p in os.environ.get("LUOPAN_DATA", "").split(os.pathsep) if p]
+    return dirs
+
+
+def find_data(path: str | Path, *, what: str = "data") -> Path:
+    p = Path(os.path.expanduser(str(path)))
+    if p.is_absolute():
+        if p.exists():
+            return p
+        raise ConfigError(f"{what}: '{p}' does not exist")
+    tried = []
+    for d in search_dirs():
+        cand = d / p
+        tried.append(str(d))
+        if cand.exists():
+            return cand
+    raise ConfigError(
+        f"{what}: '{path}' not found (searched {', '.join(tried)}); set LUOPAN_DATA to the folder that holds it"
+    )
+
+
+def files_fingerprint(files: Iterable[Path]) -> str:
+    """sha256 over the names and bytes of ``files`` (provenance: which data exactly was read)."""
+    h = hashlib.sha256()
+    for f in sorted(files):
+        h.update(f.name.encode())
+        h.update(b"\x00")
+        h.update(f.read_bytes())
+    return h.hexdigest()

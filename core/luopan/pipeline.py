@@ -1,0 +1,461 @@
+"""Plan and execution: units (model x dataset x shard), the request cache, evaluation, results on disk.
+
+Stages: plan (load datasets, build every request, look them up in the cache) -> runner executes units ->
+evaluator scores -> summarizer tables. The backend is loaded only when a unit has uncached requests, so a
+fully cached rerun never touches the model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import random
+import sys
+import time
+import traceback
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+import luopan
+from luopan.cache import RequestCache, canonical_json, request_key
+from luopan.components import Backend, Dataset, EvalContext, SummaryTable, UnitResult
+from luopan.config import ResolvedDataset, ResolvedModel, RunConfig, generation_config
+from luopan.data import set_run_dir
+from luopan.errors import ConfigError, LuopanError
+from luopan.runlog import configure_run_log
+from luopan.plugins import Registry, nearest
+from luopan.progress import Progress
+from luopan.types import (
+    GenerationRequest,
+    GenerationResult,
+    LoglikelihoodRequest,
+    LoglikelihoodResult,
+    Request,
+    Sample,
+)
+
+log = structlog.get_logger("luopan")
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+@dataclass
+class Unit:
+    model: ResolvedModel
+    dataset: ResolvedDataset
+    shard: int = 0
+    n_shards: int = 1
+    mode: str = "likelihood"
+    samples: list[Sample] = field(default_factory=list)
+    requests: list[Request] = field(default_factory=list)
+    keys: list[str] = field(default_factory=list)
+    cached: int = 0
+
+    @property
+    def id(self) -> str:
+        s = f"{self.model.label}/{self.dataset.label}"
+        return s if self.n_shards == 1 else f"{s}#{self.shard + 1}of{self.n_shards}"
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+def atomic_write(path: Path, text: str) -> None:
+    """Write via a temporary file and rename: a crash leaves the old file or the new one, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+class Run:
+    """One execution of a run config."""
+
+    def __init__(self, config: RunConfig, registry: Registry, *, progress: bool = True,
+                 backend_override: str | None = None) -> None:
+        self.config = config
+        self.registry = registry
+        self.show_progress = progress
+        self.run_id = config.run.name or datetime.now().strftime("%Y%m%d_%H%M%S")
+        self.output_dir = Path(config.run.output_dir)
+        if not self.output_dir.is_absolute():
+            self.output_dir = config.base_dir / self.output_dir if config.source.endswith((".yaml", ".yml")) \
+                else Path.cwd() / self.output_dir
+        self.out = self.output_dir / self.run_id
+        cache_cfg = config.run.cache
+        if cache_cfg is True:
+            cache_path: Path | None = self.output_dir / "cache" / "requests.sqlite"
+        elif cache_cfg is False:
+            cache_path = None
+        else:
+            cache_path = Path(cache_cfg)
+        self.cache_path = cache_path
+        self.cache: RequestCache | None = None
+        self._backends: dict[str, Backend] = {}
+        self._loaded: set[str] = set()
+        self._datasets: dict[str, Dataset] = {}
+        self.units: list[Unit] = []
+        self.started_at = ""
+        self.finished_at = ""
+
+    # ------------------------------------------------------------ components
+    def backend(self, model: ResolvedModel) -> Backend:
+        b = self._backends.get(model.label)
+        if b is None:
+            comp = self.registry.get("backend", model.backend)
+            b = comp.factory(**model.params)
+            if model.kind:
+                b.kind = model.kind
+            self._backends[model.label] = b
+        return b
+
+    def dataset(self, spec: ResolvedDataset) -> Dataset:
+        d = self._datasets.get(spec.label)
+        if d is None:
+            d = self.registry.get("dataset", spec.loader).factory(**spec.params)
+            self._datasets[spec.label] = d
+        return d
+
+    # ------------------------------------------------------------ plan
+    def plan(self) -> list[Unit]:
+        """Build every unit's samples, requests and cache keys. Executes nothing."""
+        set_run_dir(self.config.base_dir)
+        if self.cache is None:
+            self.cache = RequestCache(self.cache_path)
+        units = []
+        samples_by_ds: dict[str, list[Sample]] = {}
+        for ds in self.config.datasets:
+            samples_by_ds[ds.label] = self._select_samples(ds)
+        for model in self.config.models:
+            backend = self.backend(model)
+            identity_json = canonical_json(backend.identity())
+            for ds in self.config.datasets:
+                samples = samples_by_ds[ds.label]
+                mode = ds.mode if ds.mode != "auto" else ("generate" if model.kind == "chat" else "likelihood")
+                need = "loglikelihood" if mode == "likelihood" else "generate"
+                if need not in backend.capabilities:
+                    raise ConfigError(
+                        f"{self.config.source}: model '{model.label}' (backend {model.backend}) cannot {need}; "
+                        f"set mode for dataset '{ds.label}'"
+                    )
+                if mode == "likelihood" and any(not s.choices for s in samples):
+                    raise ConfigError(
+                        f"{self.config.source}: dataset '{ds.label}' has samples without choices, so it cannot be "
+                        f"scored by likelihood; set 'mode: generate'"
+                    )
+                gen_cfg = generation_config(model, ds)
+                n = ds.shards
+                size = -(-len(samples) // n) if samples else 0
+                for shard in range(n):
+                    part = samples[shard * size : (shard + 1) * size]
+                    unit = Unit(model, ds, shard, n, mode, part)
+                    unit.requests = self._requests(unit, gen_cfg)
+                    unit.keys = [request_key(identity_json, r.key_payload()) for r in unit.requests]
+                    units.append(unit)
+        found = self.cache.get_many([k for u in units for k in u.keys]) if self.cache.enabled else {}
+        for u in units:
+            u.cached = sum(1 for k in u.keys if k in found)
+        self.units = units
+        return units
+
+    def _select_samples(self, spec: ResolvedDataset) -> list[Sample]:
+        ds = self.dataset(spec)
+        available = ds.subsets()
+        if spec.subsets == "all":
+            chosen = available
+        else:
+            chosen = []
+            for s in spec.subsets:
+                if s not in available:
+                    hint = nearest(s, available)
+                    raise ConfigError(
+                        f"{self.config.source}: dataset '{spec.label}': unknown subset '{s}'"
+                        + (f" (did you mean '{hint}'?)" if hint else f"; {len(available)} subsets available")
+                    )
+                chosen.append(s)
+        out: list[Sample] = []
+        for subset in chosen:
+            samples = ds.load(subset, shots=spec.shots)
+            if spec.limit_per_subset is not None and len(samples) > spec.limit_per_subset:
+                samples = self._take(samples, spec.limit_per_subset, spec.sample_seed, subset)
+            out.extend(samples)
+        if spec.limit is not None and len(out) > spec.limit:
+            out = self._take(out, spec.limit, spec.sample_seed, "")
+        return out
+
+    @staticmethod
+    def _take(samples: list[Sample], n: int, seed: int | None, salt: str) -> list[Sample]:
+        if seed is None:
+            return samples[:n]
+        idx = sorted(random.Random(f"{seed}:{salt}").sample(range(len(samples)), n))
+        return [samples[i] for i in idx]
+
+    def _requests(self, unit: Unit, gen_cfg: Any) -> list[Request]:
+        reqs: list[Request] = []
+        if unit.mode == "likelihood":
+            for s in unit.samples:
+                for c in s.choices or ():
+                    reqs.append(LoglikelihoodRequest(s.prompt, c, s.prefix))
+            return reqs
+        chat = unit.model.kind == "chat"
+        system = unit.model.system_prompt
+        for s in unit.samples:
+            if chat:
+                msgs: list[tuple[str, str]] = [("system", system)] if system else []
+                if s.messages:
+                    msgs += [(m["role"], m["content"]) for m in s.messages]
+                else:
+                    msgs.append(("user", s.chat_prompt if s.chat_prompt is not None else s.prompt))
+                reqs.append(GenerationRequest(messages=tuple(msgs), config=gen_cfg))
+            else:
+                reqs.append(GenerationRequest(prompt=s.prompt, config=gen_cfg))
+        return reqs
+
+    # ------------------------------------------------------------ execute
+    def execute(self) -> list[UnitResult]:
+        if not self.units:
+            self.plan()
+        self.out.mkdir(parents=True, exist_ok=True)
+        configure_run_log(self.out / "run.log")
+        self.started_at = now_iso()
+        atomic_write(self.out / "config.yaml", _dump_yaml(self.config.to_dict()))
+        log.info("run_start", run_id=self.run_id, units=len(self.units), source=self.config.source)
+        hook = self.registry.pm.hook
+        hook.luopan_run_start(run=self)
+        runner = self.registry.get("runner", self.config.run.runner).build({})
+        self.progress = Progress(enabled=self.show_progress)
+        try:
+            with self.progress:
+                results = runner.run(self.units, self._execute_unit)
+        finally:
+            for b in self._backends.values():
+                try:
+                    b.close()
+                except Exception:  # closing must not hide the run's own outcome
+                    log.warning("backend_close_failed", exc_info=True)
+            if self.cache is not None:
+                self.cache.close()
+        self.finished_at = now_iso()
+        self.results = results
+        self.tables = self.summarize(results)
+        hook.luopan_run_finish(run=self, results=results)
+        log.info("run_finish", run_id=self.run_id, failed=sum(1 for r in results if r.error))
+        return results
+
+    def _execute_unit(self, unit: Unit) -> UnitResult:
+        hook = self.registry.pm.hook
+        hook.luopan_unit_start(run=self, unit=unit)
+        started = now_iso()
+        t0 = time.perf_counter()
+        log.info("unit_start", unit=unit.id, mode=unit.mode, samples=len(unit.samples),
+                 requests=len(unit.requests), cached=unit.cached)
+        try:
+            result = self._run_unit(unit, started)
+        except Exception as exc:
+            msg = str(exc).splitlines()[0] if str(exc) else ""
+            log.error("unit_failed", unit=unit.id, error=f"{type(exc).__name__}: {msg}",
+                      traceback=traceback.format_exc())
+            result = UnitResult(unit.model.label, unit.dataset.label, error=f"{type(exc).__name__}: {msg}",
+                                provenance=self._provenance(unit, started, None))
+            if isinstance(exc, LuopanError):
+                result.error = msg
+            self._write_result(unit, result)
+        log.info("unit_finish", unit=unit.id, seconds=round(time.perf_counter() - t0, 3), error=result.error)
+        hook.luopan_unit_finish(run=self, unit=unit, result=result)
+        return result
+
+    def _run_unit(self, unit: Unit, started: str) -> UnitResult:
+        assert self.cache is not None
+        keys = unit.keys
+        found = self.cache.get_many(keys) if self.cache.enabled else {}
+        raw: list[dict[str, Any] | None] = [found.get(k) for k in keys]
+        missing = [i for i, r in enumerate(raw) if r is None]
+        task = self.progress.add(unit.id, total=len(keys), completed=len(keys) - len(missing))
+        if missing:
+            backend = self.backend(unit.model)
+            if unit.model.label not in self._loaded:
+                backend.load()
+                self._loaded.add(unit.model.label)
+            chunk = max(1, int(getattr(backend, "chunk_size", 256)))
+            call = backend.loglikelihood if unit.mode == "likelihood" else backend.generate
+            for start in range(0, len(missing), chunk):
+                idx = missing[start : start + chunk]
+                outs = call([unit.requests[i] for i in idx])
+                if len(outs) != len(idx):
+                    raise RuntimeError(f"backend returned {len(outs)} results for {len(idx)} requests")
+                batch = [(keys[i], o.to_dict()) for i, o in zip(idx, outs)]
+                self.cache.put_many(batch)
+                for i, o in zip(idx, outs):
+                    raw[i] = o.to_dict()
+                self.progress.advance(task, len(idx), usage=_usage(outs))
+        self.progress.finish(task)
+        outputs = self._group_outputs(unit, raw)
+        ds = self.dataset(unit.dataset)
+        ev_name = unit.dataset.evaluator or ds.default_evaluator
+        evaluator = self.registry.get("evaluator", ev_name).build(unit.dataset.evaluator_params)
+        ctx = EvalContext(unit.mode, unit.model.label, unit.dataset.label, unit.dataset.evaluator_params)
+        scored = evaluator.score(unit.samples, outputs, ctx)
+        per_subset: dict[str, list[Any]] = defaultdict(list)
+        for s in scored:
+            per_subset[s.subset].append(s)
+        subsets = []
+        for name, items in per_subset.items():
+            extra: dict[str, list[float]] = defaultdict(list)
+            for it in items:
+                for k, v in it.extra.items():
+                    if isinstance(v, (int, float)) and not isinstance(v, bool):
+                        extra[k].append(float(v))
+            subsets.append({
+                "subset": name,
+                "n": len(items),
+                "score": sum(it.score for it in items) / len(items),
+                "metrics": {k: sum(v) / len(v) for k, v in extra.items()},
+            })
+        usage = _usage_dicts(raw) if unit.mode == "generate" else {}
+        result = UnitResult(unit.model.label, unit.dataset.label, evaluator.metric, subsets,
+                            ds.categories(), dict(ds.display_names),
+                            provenance=self._provenance(unit, started, ev_name), usage=usage)
+        self._write_predictions(unit, outputs, scored)
+        self._write_result(unit, result)
+        return result
+
+    def _group_outputs(self, unit: Unit, raw: list[dict[str, Any] | None]) -> list[Any]:
+        if unit.mode == "generate":
+            return [GenerationResult.from_dict(r) for r in raw if r is not None]
+        outputs, pos = [], 0
+        for s in unit.samples:
+            n = len(s.choices or ())
+            outputs.append([LoglikelihoodResult.from_dict(r) for r in raw[pos : pos + n] if r is not None])
+            pos += n
+        return outputs
+
+    # ------------------------------------------------------------ records
+    def _provenance(self, unit: Unit, started: str, evaluator: str | None) -> dict[str, Any]:
+        ds = self._datasets.get(unit.dataset.label)
+        backend = self._backends.get(unit.model.label)
+        return {
+            "luopan_version": luopan.__version__,
+            "plugins": {p.name: {"distribution": p.distribution, "version": p.version, "ok": p.ok}
+                        for p in self.registry.plugins},
+            "backend": backend.identity() if backend is not None else {"backend": unit.model.backend},
+            "model_kind": unit.model.kind,
+            "dataset": {"loader": unit.dataset.loader, "params": unit.dataset.params,
+                        "fingerprint": ds.fingerprint() if ds else "", **(ds.describe() if ds else {})},
+            "mode": unit.mode,
+            "shots": unit.dataset.shots,
+            "evaluator": evaluator,
+            "generation": generation_config(unit.model, unit.dataset).as_key() if unit.mode == "generate" else None,
+            "seed": self.config.run.seed,
+            "sample_seed": unit.dataset.sample_seed,
+            "shard": [unit.shard + 1, unit.n_shards],
+            "python": platform.python_version(),
+            "started_at": started,
+            "finished_at": now_iso(),
+        }
+
+    def _unit_path(self, kind: str, unit: Unit, suffix: str) -> Path:
+        name = _safe(unit.dataset.label) + ("" if unit.n_shards == 1 else f".shard{unit.shard + 1}of{unit.n_shards}")
+        return self.out / kind / _safe(unit.model.label) / f"{name}{suffix}"
+
+    def _write_predictions(self, unit: Unit, outputs: Sequence[Any], scored: Sequence[Any]) -> None:
+        lines = []
+        for s, out, sc in zip(unit.samples, outputs, scored):
+            rec: dict[str, Any] = {"id": s.id, "subset": s.subset, "prompt": s.prompt, "target": s.target}
+            if unit.mode == "likelihood":
+                rec["choices"] = s.choices
+                rec["logprobs"] = [o.logprob for o in out]
+            else:
+                rec["output"] = out.text
+            rec["prediction"] = sc.prediction
+            rec["score"] = sc.score
+            if sc.extra:
+                rec["extra"] = sc.extra
+            lines.append(json.dumps(rec, ensure_ascii=False))
+        atomic_write(self._unit_path("predictions", unit, ".jsonl"), "\n".join(lines) + ("\n" if lines else ""))
+
+    def _write_result(self, unit: Unit, result: UnitResult) -> None:
+        from dataclasses import asdict
+
+        atomic_write(self._unit_path("results", unit, ".json"),
+                     json.dumps(asdict(result), ensure_ascii=False, indent=2))
+
+    # ------------------------------------------------------------ summary
+    def summarize(self, results: list[UnitResult]) -> list[SummaryTable]:
+        results = merge_shards(results)
+        summarizer = self.registry.get("summarizer", self.config.run.summarizer).build({})
+        tables = summarizer.summarize(results)
+        from luopan.report import write_summaries
+
+        write_summaries(self.out, tables, results)
+        return tables
+
+
+def merge_shards(results: list[UnitResult]) -> list[UnitResult]:
+    """Combine the shards of one model x dataset into one result (subset scores weighted by count)."""
+    merged: dict[tuple[str, str], UnitResult] = {}
+    for r in results:
+        key = (r.model, r.dataset)
+        if key not in merged:
+            merged[key] = UnitResult(r.model, r.dataset, r.metric, [dict(s) for s in r.subsets], r.categories,
+                                     r.display_names, r.error, r.provenance, dict(r.usage))
+            continue
+        m = merged[key]
+        if r.error and not m.error:
+            m.error = r.error
+        by = {s["subset"]: s for s in m.subsets}
+        for s in r.subsets:
+            if s["subset"] in by:
+                t = by[s["subset"]]
+                n = t["n"] + s["n"]
+                t["score"] = (t["score"] * t["n"] + s["score"] * s["n"]) / n
+                t["metrics"] = {k: (t["metrics"].get(k, 0) * t["n"] + v * s["n"]) / n for k, v in s["metrics"].items()}
+                t["n"] = n
+            else:
+                m.subsets.append(dict(s))
+                by[s["subset"]] = m.subsets[-1]
+        for k, v in r.usage.items():
+            m.usage[k] = m.usage.get(k, 0) + v
+    return list(merged.values())
+
+
+def _usage(outs: Sequence[Any]) -> dict[str, int]:
+    p = sum((getattr(o, "prompt_tokens", None) or 0) for o in outs)
+    c = sum((getattr(o, "completion_tokens", None) or 0) for o in outs)
+    return {"prompt_tokens": p, "completion_tokens": c}
+
+
+def _usage_dicts(raw: Sequence[dict[str, Any] | None]) -> dict[str, int]:
+    p = sum((r or {}).get("prompt_tokens") or 0 for r in raw)
+    c = sum((r or {}).get("completion_tokens") or 0 for r in raw)
+    return {"prompt_tokens": p, "completion_tokens": c}
+
+
+def _dump_yaml(data: Any) -> str:
+    import yaml
+
+    return yaml.safe_dump(data, allow_unicode=True, sort_keys=False)
+
+
+def print_plan(run: Run, file: Any = None) -> None:
+    file = file or sys.stdout
+    units = run.units
+    print(f"plan: {len(units)} unit(s); output folder {run.out}", file=file)
+    total = cached = 0
+    for u in units:
+        n_sub = len({s.subset for s in u.samples})
+        print(f"  {u.id}: mode={u.mode} subsets={n_sub} samples={len(u.samples)} "
+              f"requests={len(u.requests)} cached={u.cached} to_run={len(u.requests) - u.cached}", file=file)
+        total += len(u.requests)
+        cached += u.cached
+    print(f"total: {total} requests, {cached} cached, {total - cached} to run", file=file)

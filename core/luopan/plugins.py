@@ -1,0 +1,282 @@
+"""Plugin loading and the typed component registry.
+
+Plugins are discovered through the ``luopan`` entry-point group; luopan's own plugins are registered there
+too, exactly like a third-party package's. A plugin that fails to import is recorded (name, distribution,
+traceback) and does not break unrelated commands: naming one of its components raises the original error.
+``LUOPAN_STRICT_PLUGINS=1`` makes any load failure fatal; ``LUOPAN_DISABLE_PLUGINS=a,b`` skips plugins.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import traceback
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pluggy
+
+from luopan import hookspecs
+from luopan.errors import DuplicateComponentError, PluginLoadError, UnknownComponentError
+
+ENTRY_POINT_GROUP = "luopan"
+KINDS = ("backend", "dataset", "evaluator", "summarizer", "runner")
+PRESET_KINDS = ("model", "dataset", "run")
+REGISTRATION_HOOKS = {
+    "backend": "luopan_register_backends",
+    "dataset": "luopan_register_datasets",
+    "evaluator": "luopan_register_evaluators",
+    "summarizer": "luopan_register_summarizers",
+    "runner": "luopan_register_runners",
+}
+
+
+@dataclass
+class PluginInfo:
+    """One loaded (or failed) plugin."""
+
+    name: str
+    distribution: str
+    version: str
+    module: str
+    error: str | None = None
+    exception: BaseException | None = None
+    traceback: str | None = None
+    components: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass
+class Component:
+    kind: str
+    name: str
+    factory: Callable[..., Any]
+    params: type | None
+    description: str
+    plugin: PluginInfo
+
+    def validate_params(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Validate options with the component's pydantic model; returns the normalised dict."""
+        if self.params is None:
+            if params:
+                raise TypeError(f"{self.kind} '{self.name}' takes no parameters, got {sorted(params)}")
+            return {}
+        return self.params.model_validate(params).model_dump()
+
+    def build(self, params: dict[str, Any]) -> Any:
+        return self.factory(**self.validate_params(params))
+
+
+@dataclass
+class Preset:
+    kind: str
+    name: str
+    fields: dict[str, Any]
+    source: str  # "registry.yaml:12" or "plugin <name> (<dist>)"
+
+
+def nearest(name: str, candidates: Iterable[str]) -> str | None:
+    found = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.5)
+    return found[0] if found else None
+
+
+class Registry:
+    """Components by kind and name, presets by kind and name, and the plugins they came from."""
+
+    def __init__(self) -> None:
+        self.components: dict[str, dict[str, Component]] = {k: {} for k in KINDS}
+        self.presets: dict[str, dict[str, Preset]] = {k: {} for k in PRESET_KINDS}
+        self.plugins: list[PluginInfo] = []
+        self.catalogue: dict[str, Any] = {}  # registry.yaml's plugin index
+        self.pm = pluggy.PluginManager(hookspecs.PROJECT)
+        self.pm.add_hookspecs(hookspecs)
+
+    # ------------------------------------------------------------ registration
+    def add(self, kind: str, name: str, factory: Callable[..., Any], *, plugin: PluginInfo,
+            params: type | None = None, description: str = "") -> None:
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"plugin {plugin.name} ({plugin.distribution}) registered a {kind} without a name")
+        existing = self.components[kind].get(name)
+        if existing is not None:
+            raise DuplicateComponentError(
+                f"{kind} '{name}' is registered twice: by plugin '{existing.plugin.name}' "
+                f"(distribution {existing.plugin.distribution}) and by plugin '{plugin.name}' "
+                f"(distribution {plugin.distribution}); uninstall or disable one "
+                f"(LUOPAN_DISABLE_PLUGINS={plugin.name})"
+            )
+        self.components[kind][name] = Component(kind, name, factory, params, description or "", plugin)
+        plugin.components.append((kind, name))
+
+    def add_preset(self, kind: str, name: str, fields: dict[str, Any], source: str) -> None:
+        if kind not in PRESET_KINDS:
+            raise ValueError(f"{source}: preset kind must be one of {PRESET_KINDS}, got {kind!r}")
+        existing = self.presets[kind].get(name)
+        if existing is not None:
+            raise DuplicateComponentError(
+                f"{kind} preset '{name}' is defined twice: in {existing.source} and in {source}"
+            )
+        self.presets[kind][name] = Preset(kind, name, dict(fields), source)
+
+    def register_plugin(self, module: ModuleType | object, info: PluginInfo) -> None:
+        """Register one plugin object and call its registration hooks with a ``register`` bound to it."""
+        self.pm.register(module, name=info.name)
+        self.plugins.append(info)
+        for kind, hook_name in REGISTRATION_HOOKS.items():
+            for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
+                if impl.plugin is module:
+                    impl.function(register=self._registrar(kind, info))
+        for impl in self.pm.hook.luopan_register_presets.get_hookimpls():
+            if impl.plugin is module:
+                impl.function(
+                    register=lambda kind, name, fields, _i=info: self.add_preset(
+                        kind, name, fields, f"plugin {_i.name} ({_i.distribution})"
+                    )
+                )
+
+    def _registrar(self, kind: str, info: PluginInfo) -> Callable[..., None]:
+        def register(name: str, factory: Callable[..., Any], *, params: type | None = None,
+                     description: str = "") -> None:
+            self.add(kind, name, factory, plugin=info, params=params, description=description)
+
+        return register
+
+    # ------------------------------------------------------------ look-up
+    def get(self, kind: str, name: str) -> Component:
+        comp = self.components[kind].get(name)
+        if comp is not None:
+            return comp
+        failed = self.failed_provider(kind, name)
+        if failed is not None:
+            raise PluginLoadError(
+                f"{kind} '{name}' comes from plugin '{failed.name}' ({failed.distribution}), "
+                f"which failed to load: {failed.error}"
+            ) from failed.exception
+        hint = nearest(name, self.components[kind])
+        msg = f"unknown {kind} '{name}'"
+        msg += f" (did you mean '{hint}'?)" if hint else f"; known: {', '.join(sorted(self.components[kind]))}"
+        broken = [p for p in self.plugins if not p.ok]
+        if broken:
+            msg += "; note: plugins that failed to load: " + ", ".join(f"{p.name} ({p.error})" for p in broken)
+        raise UnknownComponentError(msg)
+
+    def failed_provider(self, kind: str, name: str) -> PluginInfo | None:
+        """The failed plugin that would have provided ``name``: by the registry.yaml index or its entry-point name."""
+        for p in self.plugins:
+            if p.ok:
+                continue
+            provides = self.catalogue.get(p.name, {}).get("provides", {}).get(kind + "s", [])
+            if name in provides or name == p.name:
+                return p
+        return None
+
+    def preset(self, kind: str, name: str) -> Preset:
+        p = self.presets[kind].get(name)
+        if p is None:
+            hint = nearest(name, self.presets[kind])
+            raise UnknownComponentError(
+                f"unknown {kind} preset '{name}'" + (f" (did you mean '{hint}'?)" if hint else "")
+            )
+        return p
+
+    def which(self, name: str) -> list[str]:
+        """Where ``name`` is defined: one line per definition (component or preset)."""
+        out = []
+        for kind in KINDS:
+            c = self.components[kind].get(name)
+            if c is not None:
+                out.append(
+                    f"{kind} '{name}': plugin '{c.plugin.name}' (distribution {c.plugin.distribution} "
+                    f"{c.plugin.version}, module {c.plugin.module})"
+                )
+        for kind in PRESET_KINDS:
+            p = self.presets[kind].get(name)
+            if p is not None:
+                out.append(f"{kind} preset '{name}': {p.source}")
+        for p in self.plugins:
+            if p.name == name:
+                state = "loaded" if p.ok else f"FAILED: {p.error}"
+                out.append(f"plugin '{name}': distribution {p.distribution} {p.version}, module {p.module} ({state})")
+        return out
+
+
+# ---------------------------------------------------------------- loading
+
+
+def _strict() -> bool:
+    return os.environ.get("LUOPAN_STRICT_PLUGINS", "").lower() in {"1", "true", "yes"}
+
+
+def _disabled() -> set[str]:
+    return {s.strip() for s in os.environ.get("LUOPAN_DISABLE_PLUGINS", "").split(",") if s.strip()}
+
+
+def registry_file() -> Path:
+    """The reviewed catalogue shipped with luopan (``registry.yaml``); ``LUOPAN_REGISTRY`` overrides it."""
+    env = os.environ.get("LUOPAN_REGISTRY")
+    return Path(env) if env else Path(__file__).with_name("registry.yaml")
+
+
+def load_registry(*, extra_plugins: Iterable[tuple[str, object]] = (), entry_points: bool = True,
+                  registry_yaml: Path | None = None) -> Registry:
+    """Load every plugin and the catalogue into a fresh :class:`Registry`.
+
+    ``extra_plugins`` are ``(name, module_or_object)`` pairs registered after the entry points (tests use this
+    to add a plugin without installing it).
+    """
+    reg = Registry()
+    strict = _strict()
+    disabled = _disabled()
+    path = registry_yaml if registry_yaml is not None else registry_file()
+    if path.exists():
+        from luopan.catalogue import load_catalogue
+
+        load_catalogue(reg, path)
+    if entry_points:
+        eps = sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name)
+        seen: set[str] = set()
+        for ep in eps:
+            if ep.name in disabled or ep.name in seen:
+                continue
+            seen.add(ep.name)
+            dist = ep.dist.name if ep.dist is not None else "?"
+            version = ep.dist.version if ep.dist is not None else "?"
+            info = PluginInfo(ep.name, dist, version, ep.value)
+            try:
+                module = ep.load()
+            except Exception as exc:  # a broken plugin must not break unrelated commands
+                info.error = f"{type(exc).__name__}: {exc}"
+                info.exception = exc
+                info.traceback = traceback.format_exc()
+                reg.plugins.append(info)
+                if strict:
+                    raise PluginLoadError(
+                        f"plugin '{ep.name}' ({dist}) failed to load: {info.error} [LUOPAN_STRICT_PLUGINS=1]"
+                    ) from exc
+                continue
+            reg.register_plugin(module, info)
+    for name, obj in extra_plugins:
+        reg.register_plugin(obj, PluginInfo(name, "<in-process>", "", getattr(obj, "__name__", repr(obj))))
+    return reg
+
+
+_REGISTRY: Registry | None = None
+
+
+def get_registry() -> Registry:
+    """The process-wide registry, loaded on first use (not at import)."""
+    global _REGISTRY
+    if _REGISTRY is None:
+        _REGISTRY = load_registry()
+    return _REGISTRY
+
+
+def reset_registry(reg: Registry | None = None) -> None:
+    global _REGISTRY
+    _REGISTRY = reg

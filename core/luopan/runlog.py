@@ -1,0 +1,54 @@
+"""structlog JSON lines in ``run.log``, with secrets redacted before anything is written."""
+
+from __future__ import annotations
+
+import logging as _stdlib_logging
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+SECRET_KEYS = re.compile(r"(api[_-]?key|authorization|token|secret|password)$", re.I)
+_open_files: list[Any] = []
+
+
+def _secret_values() -> list[str]:
+    """Values of environment variables that look like credentials: never written anywhere."""
+    return [v for k, v in os.environ.items() if len(v) >= 8 and re.search(r"(KEY|TOKEN|SECRET|PASSWORD)", k)]
+
+
+def redact(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
+    secrets = _secret_values()
+    for k, v in list(event.items()):
+        if SECRET_KEYS.search(str(k)) and not str(k).endswith("_tokens"):
+            event[k] = "***"
+        elif isinstance(v, str) and secrets:
+            for s in secrets:
+                if s in v:
+                    v = v.replace(s, "***")
+            event[k] = v
+    return event
+
+
+def configure_run_log(path: Path) -> None:
+    """Send luopan's structured log to ``path`` (JSON lines, appended)."""
+    for fh in _open_files:
+        fh.close()
+    _open_files.clear()
+    fh = open(path, "a", encoding="utf-8")  # noqa: SIM115 - kept open for the run
+    _open_files.append(fh)
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            redact,
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(ensure_ascii=False),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(_stdlib_logging.INFO),
+        logger_factory=structlog.WriteLoggerFactory(file=fh),
+        cache_logger_on_first_use=False,
+    )

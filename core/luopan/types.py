@@ -1,0 +1,152 @@
+"""The plain data that crosses the kernel's seams: samples, requests, results.
+
+These are deliberately small dataclasses with no behaviour beyond serialisation: backends, datasets and
+evaluators are written against them, and the request cache keys on their canonical JSON form.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+Mode = Literal["likelihood", "generate"]
+ModelKind = Literal["base", "chat"]
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationConfig:
+    """Decoding parameters. Every field is part of the request cache key."""
+
+    max_new_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 1.0
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+
+    def as_key(self) -> dict[str, Any]:
+        return {
+            "max_new_tokens": self.max_new_tokens,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "stop": list(self.stop),
+            "seed": self.seed,
+        }
+
+
+@dataclass(slots=True)
+class Sample:
+    """One evaluation item, as a dataset plugin hands it to the kernel.
+
+    ``prompt`` is the full text a base model continues (few-shot examples included); ``prefix`` is the
+    leading part of ``prompt`` that many samples share (the few-shot block), a hint that lets a backend
+    compute it once. ``choices`` are the continuations scored in likelihood mode; ``target`` is the gold
+    answer (an index into ``choices`` for multiple choice, a string otherwise). ``messages`` is the chat
+    form of the prompt, when the dataset has one; otherwise chat models get ``chat_prompt`` (or ``prompt``)
+    as a single user turn.
+    """
+
+    id: str
+    subset: str
+    prompt: str
+    target: Any
+    choices: list[str] | None = None
+    prefix: str = ""
+    chat_prompt: str | None = None
+    messages: list[dict[str, str]] | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class LoglikelihoodRequest:
+    """Score ``continuation`` after ``context``: log P(continuation | context).
+
+    ``prefix`` (a leading part of ``context``, possibly empty) is shared with other requests of the same
+    batch; backends may compute its state once and reuse it. It never changes the result.
+    """
+
+    context: str
+    continuation: str
+    prefix: str = ""
+
+    def key_payload(self) -> dict[str, Any]:
+        return {"kind": "loglikelihood", "context": self.context, "continuation": self.continuation}
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationRequest:
+    """Generate text from either a plain ``prompt`` (base models) or chat ``messages`` (chat models)."""
+
+    prompt: str | None = None
+    messages: tuple[tuple[str, str], ...] | None = None  # ((role, content), ...): hashable and ordered
+    config: GenerationConfig = field(default_factory=GenerationConfig)
+
+    def key_payload(self) -> dict[str, Any]:
+        return {
+            "kind": "generate",
+            "prompt": self.prompt,
+            "messages": [list(m) for m in self.messages] if self.messages is not None else None,
+            "config": self.config.as_key(),
+        }
+
+    def message_dicts(self) -> list[dict[str, str]]:
+        return [{"role": r, "content": c} for r, c in (self.messages or ())]
+
+
+@dataclass(slots=True)
+class LoglikelihoodResult:
+    logprob: float
+    is_greedy: bool = False
+    n_tokens: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"logprob": self.logprob, "is_greedy": self.is_greedy, "n_tokens": self.n_tokens}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> LoglikelihoodResult:
+        return cls(d["logprob"], d.get("is_greedy", False), d.get("n_tokens", 0))
+
+
+@dataclass(slots=True)
+class GenerationResult:
+    text: str
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    finish_reason: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "text": self.text,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "finish_reason": self.finish_reason,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> GenerationResult:
+        return cls(d["text"], d.get("prompt_tokens"), d.get("completion_tokens"), d.get("finish_reason"))
+
+
+Request = LoglikelihoodRequest | GenerationRequest
+Result = LoglikelihoodResult | GenerationResult
+
+
+@dataclass(slots=True)
+class ScoredSample:
+    """An evaluator's verdict on one sample: ``score`` is the primary metric (1.0/0.0 for accuracy)."""
+
+    id: str
+    subset: str
+    score: float
+    prediction: Any = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class SubsetMetrics:
+    subset: str
+    n: int
+    score: float
+    metrics: dict[str, float] = field(default_factory=dict)

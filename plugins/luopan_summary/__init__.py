@@ -1,0 +1,10 @@
+"""The default summarizer: score per subset, per category and overall (naive and weighted), with counts."""
+
+from luopan import hookimpl
+
+
+@hookimpl
+def luopan_register_summarizers(register):
+    from luopan_summary.default import DefaultSummarizer
+
+    register("default", DefaultSummarizer, description="per subset, per category and overall, models as columns")

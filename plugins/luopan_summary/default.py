@@ -1,0 +1,83 @@
+"""Rows: each dataset's subsets, then its categories, then its overall scores; one column per model.
+
+Scores are percentages. "overall (mean)" is the mean over subsets (each subject counts once, CMMLU's
+convention); "overall (weighted)" is over questions. A failed unit shows its error in its cells, never "-".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from luopan.components import Summarizer, SummaryTable, UnitResult
+
+
+def _pct(x: float) -> float:
+    return 100.0 * x
+
+
+class DefaultSummarizer(Summarizer):
+    def summarize(self, results: Sequence[UnitResult]) -> list[SummaryTable]:
+        models = list(dict.fromkeys(r.model for r in results))
+        datasets = list(dict.fromkeys(r.dataset for r in results))
+        by = {(r.model, r.dataset): r for r in results}
+        rows: list[list[Any]] = []
+        notes: list[str] = []
+        for ds in datasets:
+            units = [by.get((m, ds)) for m in models]
+            ok = [u for u in units if u is not None and not u.error]
+            metric = (ok[0].metric if ok else units[0].metric if units[0] else "score")
+            subsets = list(dict.fromkeys(s["subset"] for u in ok for s in u.subsets))
+            names = {k: v for u in ok for k, v in u.display_names.items()}
+            cats = next((u.categories for u in ok if u.categories), {})
+
+            def cells(fn: Any) -> list[Any]:
+                out = []
+                for u in units:
+                    if u is None:
+                        out.append("not run")
+                    elif u.error:
+                        out.append(f"ERROR: {u.error[:80]}")
+                    else:
+                        out.append(fn(u))
+                return out
+
+            def subset_score(u: UnitResult, name: str) -> float | None:
+                s = next((s for s in u.subsets if s["subset"] == name), None)
+                return _pct(s["score"]) if s else None
+
+            def n_of(names_: Sequence[str]) -> int:
+                u = ok[0] if ok else None
+                return sum(s["n"] for s in u.subsets if s["subset"] in names_) if u else 0
+
+            if len(subsets) > 1:
+                for s in subsets:
+                    label = f"{s} ({names[s]})" if s in names else s
+                    rows.append([ds, label, metric, n_of([s])] + cells(lambda u, s=s: subset_score(u, s)))
+                for cat, members in cats.items():
+                    present = [m for m in members if m in subsets]
+                    if not present:
+                        continue
+                    rows.append([ds, f"category: {cat}", metric, n_of(present)]
+                                + cells(lambda u, p=present: _mean_of(u, p)))
+            rows.append([ds, "overall (mean)" if len(subsets) > 1 else "overall", metric, n_of(subsets)]
+                        + cells(lambda u: _mean_of(u, [s["subset"] for s in u.subsets])))
+            if len(subsets) > 1:
+                rows.append([ds, "overall (weighted)", metric, n_of(subsets)] + cells(_weighted))
+            for u in units:
+                if u is not None and u.error:
+                    notes.append(f"{u.model} on {ds} FAILED: {u.error}")
+                if u is not None and u.usage and any(u.usage.values()):
+                    notes.append(f"{u.model} on {ds}: {u.usage.get('prompt_tokens', 0)} prompt tokens, "
+                                 f"{u.usage.get('completion_tokens', 0)} completion tokens")
+        return [SummaryTable("Summary", ["dataset", "subset", "metric", "n"] + models, rows, notes)]
+
+
+def _mean_of(u: UnitResult, names: Sequence[str]) -> float | None:
+    vals = [s["score"] for s in u.subsets if s["subset"] in names]
+    return _pct(sum(vals) / len(vals)) if vals else None
+
+
+def _weighted(u: UnitResult) -> float | None:
+    n = sum(s["n"] for s in u.subsets)
+    return _pct(sum(s["score"] * s["n"] for s in u.subsets) / n) if n else None
