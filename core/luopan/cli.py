@@ -110,6 +110,8 @@ def _plugins(reg) -> int:  # type: ignore[no-untyped-def]
     print(f"{'plugin':<{w[0]}}  {'distribution':<{w[1]}}  {'status':<{w[2]}}  provides")
     for r in rows:
         print(f"{r[0]:<{w[0]}}  {r[1]:<{w[1]}}  {r[2]:<{w[2]}}  {r[3]}")
+    for _, msg in reg.conflicts.values():
+        print(f"CONFLICT: {msg}")
     return 0
 
 

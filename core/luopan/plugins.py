@@ -95,6 +95,7 @@ class Registry:
         self.presets: dict[str, dict[str, Preset]] = {k: {} for k in PRESET_KINDS}
         self.plugins: list[PluginInfo] = []
         self.catalogue: dict[str, Any] = {}  # registry.yaml's plugin index
+        self.conflicts: dict[tuple[str, str], tuple[Component, str]] = {}  # names registered twice
         self.pm = pluggy.PluginManager(hookspecs.PROJECT)
         self.pm.add_hookspecs(hookspecs)
 
@@ -103,14 +104,20 @@ class Registry:
             params: type | None = None, description: str = "") -> None:
         if not isinstance(name, str) or not name:
             raise ValueError(f"plugin {plugin.name} ({plugin.distribution}) registered a {kind} without a name")
-        existing = self.components[kind].get(name)
+        existing = self.components[kind].get(name) or self.conflicts.get((kind, name), (None,))[0]
         if existing is not None:
-            raise DuplicateComponentError(
+            # neither wins: using the name is an error naming both distributions
+            msg = (
                 f"{kind} '{name}' is registered twice: by plugin '{existing.plugin.name}' "
                 f"(distribution {existing.plugin.distribution}) and by plugin '{plugin.name}' "
                 f"(distribution {plugin.distribution}); uninstall or disable one "
                 f"(LUOPAN_DISABLE_PLUGINS={plugin.name})"
             )
+            if _strict():
+                raise DuplicateComponentError(msg + " [LUOPAN_STRICT_PLUGINS=1]")
+            self.components[kind].pop(name, None)
+            self.conflicts[(kind, name)] = (existing, msg)
+            return
         self.components[kind][name] = Component(kind, name, factory, params, description or "", plugin)
         plugin.components.append((kind, name))
 
@@ -152,6 +159,8 @@ class Registry:
         comp = self.components[kind].get(name)
         if comp is not None:
             return comp
+        if (kind, name) in self.conflicts:
+            raise DuplicateComponentError(self.conflicts[(kind, name)][1])
         failed = self.failed_provider(kind, name)
         if failed is not None:
             raise PluginLoadError(

@@ -1,0 +1,205 @@
+"""Plan and execution: output layout, provenance, failures, the cache and resume after kill -9."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from luopan.cli import main
+
+HERE = Path(__file__).parent
+
+
+def run_yaml(tmp_path: Path, *, name="r1", model="{preset: fake}", params="{subsets: 3, per_subset: 4}",
+             extra="", out=None) -> Path:
+    p = tmp_path / f"{name}.yaml"
+    p.write_text(
+        f"run: {{output_dir: {out or tmp_path / 'outputs'}, name: {name}}}\n"
+        f"models:\n  - {model}\n"
+        f"datasets:\n  - loader: toy\n    params: {params}\n{extra}",
+        encoding="utf-8",
+    )
+    return p
+
+
+def test_output_layout(toy_registry, tmp_path, capsys):
+    assert main(["run", str(run_yaml(tmp_path)), "--no-progress"]) == 0
+    out = tmp_path / "outputs" / "r1"
+    for rel in ("config.yaml", "predictions/fake/toy.jsonl", "results/fake/toy.json", "summary.md", "summary.csv",
+                "summary.json", "run.log"):
+        assert (out / rel).is_file(), rel
+    preds = [json.loads(x) for x in (out / "predictions/fake/toy.jsonl").read_text().splitlines()]
+    assert len(preds) == 12 and {"id", "prompt", "logprobs", "prediction", "score"} <= set(preds[0])
+    events = [json.loads(x)["event"] for x in (out / "run.log").read_text().splitlines()]
+    assert events[0] == "run_start" and "unit_finish" in events and events[-1] == "run_finish"
+    assert "| toy | overall (mean) | accuracy | 12 |" in capsys.readouterr().out
+
+
+def test_provenance_in_every_result(toy_registry, tmp_path):
+    assert main(["run", str(run_yaml(tmp_path, extra="    shots: 2\n    sample_seed: 7\n    limit_per_subset: 2\n")),
+                 "--no-progress"]) == 0
+    res = json.loads((tmp_path / "outputs/r1/results/fake/toy.json").read_text())
+    prov = res["provenance"]
+    assert prov["luopan_version"]
+    assert prov["plugins"]["fake"]["distribution"] == "luopan" and prov["plugins"]["fake"]["version"]
+    assert prov["backend"] == {"backend": "fake", "seed": 0, "version": 1}
+    assert prov["dataset"]["fingerprint"] == "toy-v1" and "template" in prov["dataset"]
+    assert prov["seed"] == 0 and prov["sample_seed"] == 7 and prov["shots"] == 2
+    assert prov["started_at"] < prov["finished_at"]
+
+
+def test_seeded_sampling_is_reproducible_and_seed_dependent(toy_registry, tmp_path):
+    ids = []
+    for seed, name in ((1, "a"), (1, "b"), (2, "c")):
+        p = run_yaml(tmp_path, name=name, params="{subsets: 1, per_subset: 30}",
+                     extra=f"    limit_per_subset: 5\n    sample_seed: {seed}\n")
+        assert main(["run", str(p), "--no-progress"]) == 0
+        lines = (tmp_path / f"outputs/{name}/predictions/fake/toy.jsonl").read_text().splitlines()
+        ids.append([json.loads(x)["id"] for x in lines])
+    assert ids[0] == ids[1] and ids[0] != ids[2] and len(ids[0]) == 5
+
+
+def test_failed_unit_exits_nonzero_and_shows_in_summary(toy_registry, tmp_path, capsys):
+    p = tmp_path / "f.yaml"
+    p.write_text(
+        f"run: {{output_dir: {tmp_path / 'outputs'}, name: f}}\n"
+        "models:\n  - {preset: fake}\n  - {name: flaky, backend: fake, params: {seed: 3, fail_if_prompt_contains: 'of s1'}}\n"
+        "datasets:\n  - {loader: toy}\n",
+        encoding="utf-8",
+    )
+    assert main(["run", str(p), "--no-progress"]) == 1
+    cap = capsys.readouterr()
+    assert "FAILED flaky/toy: RuntimeError: fake backend told to fail" in cap.err
+    summary = (tmp_path / "outputs/f/summary.md").read_text()
+    assert "ERROR: RuntimeError: fake backend told to fail" in summary
+    assert "| toy | overall (mean) | accuracy | 15 | 25.00 | ERROR" in summary  # the good model still scored
+    res = json.loads((tmp_path / "outputs/f/results/flaky/toy.json").read_text())
+    assert res["error"].startswith("RuntimeError: fake backend told to fail")
+
+
+def test_dry_run_prints_plan_and_runs_nothing(toy_registry, tmp_path, capsys):
+    log = tmp_path / "calls.log"
+    p = run_yaml(tmp_path, model=f"{{backend: fake, params: {{calls_log: {log}}}}}")
+    assert main(["run", str(p), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "fake/toy: mode=likelihood subsets=3 samples=12 requests=48 cached=0 to_run=48" in out
+    assert not log.exists() and not (tmp_path / "outputs" / "r1").exists()
+
+
+def test_shards_split_a_unit_and_merge_in_the_summary(toy_registry, tmp_path, capsys):
+    p = run_yaml(tmp_path, extra="    shards: 3\n")
+    assert main(["run", str(p), "--no-progress"]) == 0
+    out = tmp_path / "outputs/r1"
+    assert len(list((out / "results/fake").glob("toy.shard*of3.json"))) == 3
+    assert "| toy | overall (weighted) | accuracy | 12 |" in (out / "summary.md").read_text()
+
+
+# ------------------------------------------------------------------ cache
+
+
+def served(log: Path) -> list[str]:
+    return log.read_text().split() if log.exists() else []
+
+
+def test_rerun_sends_no_request_twice(toy_registry, tmp_path):
+    log = tmp_path / "calls.log"
+    p = run_yaml(tmp_path, model=f"{{backend: fake, params: {{calls_log: {log}}}}}")
+    assert main(["run", str(p), "--no-progress"]) == 0
+    assert len(served(log)) == 48
+    assert main(["run", str(p), "--no-progress"]) == 0
+    assert len(served(log)) == 48  # all 48 answers came from the cache
+
+
+def test_changed_template_reruns_exactly_the_affected_requests(toy_registry, tmp_path):
+    log = tmp_path / "calls.log"
+    model = f"{{backend: fake, params: {{calls_log: {log}}}}}"
+    assert main(["run", str(run_yaml(tmp_path, model=model)), "--no-progress"]) == 0
+    # 2 more questions per subset: only their 3 x 2 x 4 = 24 requests are new
+    assert main(["run", str(run_yaml(tmp_path, model=model, params="{subsets: 3, per_subset: 6}")),
+                 "--no-progress"]) == 0
+    assert len(served(log)) == 48 + 24
+    # a changed template changes every prompt: all 72 rerun
+    assert main(["run", str(run_yaml(tmp_path, model=model,
+                                     params="{subsets: 3, per_subset: 6, template: 'New {i} {s}:'}")),
+                 "--no-progress"]) == 0
+    assert len(served(log)) == 72 + 72
+
+
+def test_changed_generation_parameter_reruns_generation(toy_registry, tmp_path):
+    log = tmp_path / "calls.log"
+    model = f"{{backend: fake, kind: chat, params: {{calls_log: {log}}}, generation: {{max_new_tokens: 16}}}}"
+    assert main(["run", str(run_yaml(tmp_path, model=model)), "--no-progress"]) == 0
+    assert len(served(log)) == 12  # chat model: one generation per sample
+    assert main(["run", str(run_yaml(tmp_path, model=model)), "--no-progress"]) == 0
+    assert len(served(log)) == 12
+    model2 = model.replace("max_new_tokens: 16", "max_new_tokens: 17")
+    assert main(["run", str(run_yaml(tmp_path, model=model2)), "--no-progress"]) == 0
+    assert len(served(log)) == 24
+    # a different backend identity (seed) never reuses another backend's answers
+    model3 = model.replace("params: {", "params: {seed: 5, ")
+    assert main(["run", str(run_yaml(tmp_path, model=model3)), "--no-progress"]) == 0
+    assert len(served(log)) == 36
+
+
+RUNNER = """
+import sys
+sys.path.insert(0, {tests!r})
+import toy_plugin
+from luopan.plugins import load_registry, reset_registry
+reset_registry(load_registry(extra_plugins=[("toy", toy_plugin)]))
+from luopan.cli import main
+sys.exit(main(["run", sys.argv[1], "--no-progress"]))
+"""
+
+
+def _subprocess_run(cfg: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", RUNNER.format(tests=str(HERE)), str(cfg)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def _results(out: Path) -> tuple[list[dict], list[dict]]:
+    preds = [json.loads(x) for x in (out / "predictions/fake/toy.jsonl").read_text().splitlines()]
+    res = json.loads((out / "results/fake/toy.json").read_text())
+    return preds, res["subsets"]
+
+
+def test_kill_9_then_rerun_resumes_without_resending_and_matches_uninterrupted(tmp_path):
+    chunk, total = 20, 3 * 40 * 4
+    log = tmp_path / "calls.log"
+    model = f"{{backend: fake, params: {{calls_log: {log}, delay_s: 0.03, chunk_size: {chunk}}}}}"
+    cfg = run_yaml(tmp_path, name="killed", model=model, params="{subsets: 3, per_subset: 40}")
+    proc = _subprocess_run(cfg)
+    deadline = time.monotonic() + 60
+    while len(served(log)) < total // 3 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.01)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = len(served(log))
+    assert 0 < before < total
+
+    db = sqlite3.connect(tmp_path / "outputs/cache/requests.sqlite")
+    assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    cached = db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
+    db.close()
+    assert cached % chunk == 0 and before - cached <= chunk  # whole chunks only; at most one was in flight
+
+    proc = _subprocess_run(cfg)
+    assert proc.wait(timeout=120) == 0, proc.stderr.read().decode()
+    calls = served(log)
+    assert len(set(calls)) == total  # every request answered
+    assert len(calls) - total == before - cached  # only the in-flight chunk was sent again
+
+    clean = tmp_path / "clean"
+    clean_log = tmp_path / "clean.log"
+    cfg2 = run_yaml(tmp_path, name="clean", model=model.replace(str(log), str(clean_log)),
+                    params="{subsets: 3, per_subset: 40}", out=clean)
+    proc = _subprocess_run(cfg2)
+    assert proc.wait(timeout=120) == 0
+    assert _results(tmp_path / "outputs/killed") == _results(clean / "clean")
