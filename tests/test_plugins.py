@@ -136,3 +136,12 @@ def test_failed_provider_is_found_through_the_catalogue():
     reg.catalogue["mcq_x"] = {"provides": {"datasets": ["x_loader"]}}
     with pytest.raises(PluginLoadError, match="boom"):
         reg.get("dataset", "x_loader")
+
+
+def test_plugin_failing_inside_its_registration_hook_is_isolated_and_rolled_back(broken_site):
+    r = luopan("plugins", site=broken_site)
+    assert r.returncode == 0, r.stderr
+    line = next(ln for ln in r.stdout.splitlines() if ln.startswith("broken_register "))
+    assert "RuntimeError: registration exploded" in line
+    r = luopan("which", "half_registered", site=broken_site)
+    assert r.returncode == 2  # its partial registration was undone

@@ -147,6 +147,16 @@ class Registry:
                     )
                 )
 
+    def forget_plugin(self, module: object | None, info: PluginInfo) -> None:
+        """Undo a plugin's partial registration after it failed; keep it listed as failed."""
+        if module is not None and self.pm.is_registered(module):
+            self.pm.unregister(module)
+        for kind, name in info.components:
+            self.components[kind].pop(name, None)
+        info.components.clear()
+        if info not in self.plugins:
+            self.plugins.append(info)
+
     def _registrar(self, kind: str, info: PluginInfo) -> Callable[..., None]:
         def register(name: str, factory: Callable[..., Any], *, params: type | None = None,
                      description: str = "") -> None:
@@ -257,19 +267,21 @@ def load_registry(*, extra_plugins: Iterable[tuple[str, object]] = (), entry_poi
             dist = ep.dist.name if ep.dist is not None else "?"
             version = ep.dist.version if ep.dist is not None else "?"
             info = PluginInfo(ep.name, dist, version, ep.value)
+            module = None
             try:
                 module = ep.load()
+                reg.register_plugin(module, info)
+            except DuplicateComponentError:
+                raise  # only raised in strict mode
             except Exception as exc:  # a broken plugin must not break unrelated commands
                 info.error = f"{type(exc).__name__}: {exc}"
                 info.exception = exc
                 info.traceback = traceback.format_exc()
-                reg.plugins.append(info)
+                reg.forget_plugin(module, info)
                 if strict:
                     raise PluginLoadError(
                         f"plugin '{ep.name}' ({dist}) failed to load: {info.error} [LUOPAN_STRICT_PLUGINS=1]"
                     ) from exc
-                continue
-            reg.register_plugin(module, info)
     for name, obj in extra_plugins:
         reg.register_plugin(obj, PluginInfo(name, "<in-process>", "", getattr(obj, "__name__", repr(obj))))
     return reg
