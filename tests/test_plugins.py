@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,9 +18,11 @@ FIXTURES = Path(__file__).parent / "fixtures"
 
 def _install(tmp_path_factory: pytest.TempPathFactory, name: str) -> Path:
     target = tmp_path_factory.mktemp(name)
+    src = tmp_path_factory.mktemp(name + "-src") / name
+    shutil.copytree(FIXTURES / name, src)  # building writes build/ next to the sources: keep the repo clean
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target",
-         str(target), str(FIXTURES / name)],
+         str(target), str(src)],
         check=True, capture_output=True,
     )
     return target
