@@ -1,6 +1,6 @@
 """The request cache: content-addressed, crash-safe, shared by every run that uses the same folder.
 
-key = sha256(backend identity + full request payload: prompt or messages, continuation, generation
+key = sha256(backend identity, then the request's key parts: prompt or messages, continuation, generation
 parameters). Resume is "rerun the same command": answered requests are found by content, so a changed
 prompt template or decoding parameter misses exactly the requests it changes, and nothing stale is reused.
 Storage is SQLite in WAL mode: every batch is one transaction, so a kill -9 at any moment leaves either the
@@ -16,22 +16,47 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 1
+from luopan.types import Request, Result, result_from_json
+
+SCHEMA_VERSION = 2
 
 
 def canonical_json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
 
 
-def request_key(identity_json: str, payload: dict[str, Any]) -> str:
-    h = hashlib.sha256(identity_json.encode())
-    h.update(b"\x00")
-    h.update(canonical_json(payload).encode())
-    return h.hexdigest()
+def _feed(h: Any, part: str) -> None:
+    b = part.encode()
+    h.update(len(b).to_bytes(8, "little"))  # length-prefixed: no two part lists hash alike
+    h.update(b)
+
+
+def request_keys(identity_json: str, requests: Sequence[Request]) -> list[bytes]:
+    """The cache key of each request. Consecutive requests sharing their leading parts (the options of one
+    question share its context) hash those parts once."""
+    base = hashlib.sha256()
+    _feed(base, identity_json)
+    keys: list[bytes] = []
+    last_head: tuple[str, ...] | None = None
+    head_hash = base
+    for r in requests:
+        parts = r.key_parts()
+        head, tail = parts[:-1], parts[-1]
+        if head != last_head:
+            head_hash = base.copy()
+            for p in head:
+                _feed(head_hash, p)
+            last_head = head
+        h = head_hash.copy()
+        b = tail.encode()
+        h.update(len(b).to_bytes(8, "little"))
+        h.update(b)
+        keys.append(h.digest())
+    return keys
 
 
 class RequestCache:
-    """Maps request keys to result dicts. ``path=None`` keeps nothing (caching disabled)."""
+    """Maps request keys to results. ``path=None`` keeps nothing (caching disabled)."""
 
     def __init__(self, path: str | Path | None) -> None:
         self.path = Path(path) if path is not None else None
@@ -41,7 +66,7 @@ class RequestCache:
             db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
-            db.execute("CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            db.execute("CREATE TABLE IF NOT EXISTS responses (key BLOB PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID")
             db.execute("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT)")
             db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
             self._db = db
@@ -50,22 +75,22 @@ class RequestCache:
     def enabled(self) -> bool:
         return self._db is not None
 
-    def get_many(self, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
+    def get_many(self, keys: Sequence[bytes]) -> dict[bytes, Result]:
         if self._db is None or not keys:
             return {}
-        found: dict[str, dict[str, Any]] = {}
+        found: dict[bytes, Result] = {}
         unique = list(dict.fromkeys(keys))
         for i in range(0, len(unique), 900):  # SQLite's bound-parameter limit
             chunk = unique[i : i + 900]
             marks = ",".join("?" * len(chunk))
             for k, v in self._db.execute(f"SELECT key, value FROM responses WHERE key IN ({marks})", chunk):
-                found[k] = json.loads(v)
+                found[k] = result_from_json(v)
         return found
 
-    def put_many(self, items: Iterable[tuple[str, dict[str, Any]]]) -> None:
+    def put_many(self, items: Iterable[tuple[bytes, Result]]) -> None:
         if self._db is None:
             return
-        rows = [(k, json.dumps(v, ensure_ascii=False)) for k, v in items]
+        rows = sorted((k, v.to_json()) for k, v in items)  # key order: fewer B-tree page splits
         if not rows:
             return
         db = self._db

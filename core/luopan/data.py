@@ -26,7 +26,7 @@ def search_dirs() -> list[Path]:
     if _run_dir is not None:
         dirs.append(_run_dir)
     dirs += [Path(p) for p in os.environ.get("LUOPAN_DATA", "").split(os.pathsep) if p]
-    return dirs
+    return list(dict.fromkeys(dirs))
 
 
 def find_data(path: str | Path, *, what: str = "data") -> Path:

@@ -24,7 +24,7 @@ from typing import Any
 import structlog
 
 import luopan
-from luopan.cache import RequestCache, canonical_json, request_key
+from luopan.cache import RequestCache, canonical_json, request_keys
 from luopan.components import Backend, Dataset, EvalContext, SummaryTable, UnitResult
 from luopan.config import ResolvedDataset, ResolvedModel, RunConfig, generation_config
 from luopan.data import set_run_dir
@@ -32,14 +32,7 @@ from luopan.errors import ConfigError, LuopanError
 from luopan.runlog import configure_run_log
 from luopan.plugins import Registry, nearest
 from luopan.progress import Progress
-from luopan.types import (
-    GenerationRequest,
-    GenerationResult,
-    LoglikelihoodRequest,
-    LoglikelihoodResult,
-    Request,
-    Sample,
-)
+from luopan.types import GenerationRequest, LoglikelihoodRequest, Request, Sample
 
 log = structlog.get_logger("luopan")
 
@@ -57,8 +50,12 @@ class Unit:
     mode: str = "likelihood"
     samples: list[Sample] = field(default_factory=list)
     requests: list[Request] = field(default_factory=list)
-    keys: list[str] = field(default_factory=list)
-    cached: int = 0
+    keys: list[bytes] = field(default_factory=list)
+    found: dict[bytes, Any] = field(default_factory=dict)  # cached results, looked up at plan time
+
+    @property
+    def cached(self) -> int:
+        return sum(1 for k in self.keys if k in self.found)
 
     @property
     def id(self) -> str:
@@ -123,7 +120,10 @@ class Run:
     def dataset(self, spec: ResolvedDataset) -> Dataset:
         d = self._datasets.get(spec.label)
         if d is None:
-            d = self.registry.get("dataset", spec.loader).factory(**spec.params)
+            try:
+                d = self.registry.get("dataset", spec.loader).factory(**spec.params)
+            except LuopanError as exc:
+                raise type(exc)(f"{self.config.source}: dataset '{spec.label}': {exc}") from exc
             self._datasets[spec.label] = d
         return d
 
@@ -161,11 +161,11 @@ class Run:
                     part = samples[shard * size : (shard + 1) * size]
                     unit = Unit(model, ds, shard, n, mode, part)
                     unit.requests = self._requests(unit, gen_cfg)
-                    unit.keys = [request_key(identity_json, r.key_payload()) for r in unit.requests]
+                    unit.keys = request_keys(identity_json, unit.requests)
                     units.append(unit)
         found = self.cache.get_many([k for u in units for k in u.keys]) if self.cache.enabled else {}
         for u in units:
-            u.cached = sum(1 for k in u.keys if k in found)
+            u.found = {k: found[k] for k in u.keys if k in found}
         self.units = units
         return units
 
@@ -278,8 +278,8 @@ class Run:
     def _run_unit(self, unit: Unit, started: str) -> UnitResult:
         assert self.cache is not None
         keys = unit.keys
-        found = self.cache.get_many(keys) if self.cache.enabled else {}
-        raw: list[dict[str, Any] | None] = [found.get(k) for k in keys]
+        found = unit.found
+        raw: list[Any] = [found.get(k) for k in keys]
         missing = [i for i, r in enumerate(raw) if r is None]
         task = self.progress.add(unit.id, total=len(keys), completed=len(keys) - len(missing))
         if missing:
@@ -294,10 +294,9 @@ class Run:
                 outs = call([unit.requests[i] for i in idx])
                 if len(outs) != len(idx):
                     raise RuntimeError(f"backend returned {len(outs)} results for {len(idx)} requests")
-                batch = [(keys[i], o.to_dict()) for i, o in zip(idx, outs)]
-                self.cache.put_many(batch)
+                self.cache.put_many([(keys[i], o) for i, o in zip(idx, outs)])
                 for i, o in zip(idx, outs):
-                    raw[i] = o.to_dict()
+                    raw[i] = o
                 self.progress.advance(task, len(idx), usage=_usage(outs))
         self.progress.finish(task)
         outputs = self._group_outputs(unit, raw)
@@ -322,7 +321,7 @@ class Run:
                 "score": sum(it.score for it in items) / len(items),
                 "metrics": {k: sum(v) / len(v) for k, v in extra.items()},
             })
-        usage = _usage_dicts(raw) if unit.mode == "generate" else {}
+        usage = _usage(raw) if unit.mode == "generate" else {}
         result = UnitResult(unit.model.label, unit.dataset.label, evaluator.metric, subsets,
                             ds.categories(), dict(ds.display_names),
                             provenance=self._provenance(unit, started, ev_name), usage=usage)
@@ -330,13 +329,13 @@ class Run:
         self._write_result(unit, result)
         return result
 
-    def _group_outputs(self, unit: Unit, raw: list[dict[str, Any] | None]) -> list[Any]:
+    def _group_outputs(self, unit: Unit, raw: list[Any]) -> list[Any]:
         if unit.mode == "generate":
-            return [GenerationResult.from_dict(r) for r in raw if r is not None]
+            return raw
         outputs, pos = [], 0
         for s in unit.samples:
             n = len(s.choices or ())
-            outputs.append([LoglikelihoodResult.from_dict(r) for r in raw[pos : pos + n] if r is not None])
+            outputs.append(raw[pos : pos + n])
             pos += n
         return outputs
 
@@ -432,12 +431,6 @@ def merge_shards(results: list[UnitResult]) -> list[UnitResult]:
 def _usage(outs: Sequence[Any]) -> dict[str, int]:
     p = sum((getattr(o, "prompt_tokens", None) or 0) for o in outs)
     c = sum((getattr(o, "completion_tokens", None) or 0) for o in outs)
-    return {"prompt_tokens": p, "completion_tokens": c}
-
-
-def _usage_dicts(raw: Sequence[dict[str, Any] | None]) -> dict[str, int]:
-    p = sum((r or {}).get("prompt_tokens") or 0 for r in raw)
-    c = sum((r or {}).get("completion_tokens") or 0 for r in raw)
     return {"prompt_tokens": p, "completion_tokens": c}
 
 

@@ -59,7 +59,7 @@ class Sample:
         return asdict(self)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class LoglikelihoodRequest:
     """Score ``continuation`` after ``context``: log P(continuation | context).
 
@@ -71,8 +71,9 @@ class LoglikelihoodRequest:
     continuation: str
     prefix: str = ""
 
-    def key_payload(self) -> dict[str, Any]:
-        return {"kind": "loglikelihood", "context": self.context, "continuation": self.continuation}
+    def key_parts(self) -> tuple[str, ...]:
+        """What identifies this request in the cache (with the backend identity). ``prefix`` is only a hint."""
+        return ("loglikelihood", self.context, self.continuation)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,13 +84,12 @@ class GenerationRequest:
     messages: tuple[tuple[str, str], ...] | None = None  # ((role, content), ...): hashable and ordered
     config: GenerationConfig = field(default_factory=GenerationConfig)
 
-    def key_payload(self) -> dict[str, Any]:
-        return {
-            "kind": "generate",
-            "prompt": self.prompt,
-            "messages": [list(m) for m in self.messages] if self.messages is not None else None,
-            "config": self.config.as_key(),
-        }
+    def key_parts(self) -> tuple[str, ...]:
+        import json
+
+        messages = json.dumps(self.messages, ensure_ascii=False) if self.messages is not None else ""
+        config = json.dumps(self.config.as_key(), sort_keys=True)
+        return ("generate", "" if self.prompt is None else "p" + self.prompt, messages, config)
 
     def message_dicts(self) -> list[dict[str, str]]:
         return [{"role": r, "content": c} for r, c in (self.messages or ())]
@@ -104,9 +104,14 @@ class LoglikelihoodResult:
     def to_dict(self) -> dict[str, Any]:
         return {"logprob": self.logprob, "is_greedy": self.is_greedy, "n_tokens": self.n_tokens}
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> LoglikelihoodResult:
-        return cls(d["logprob"], d.get("is_greedy", False), d.get("n_tokens", 0))
+    def to_json(self) -> str:
+        """Compact cache form: ``[logprob, is_greedy, n_tokens]`` (decoded by :func:`result_from_json`)."""
+        lp = self.logprob
+        if lp != lp or lp in (float("inf"), float("-inf")):
+            import json
+
+            return json.dumps([lp, int(self.is_greedy), self.n_tokens])
+        return f"[{lp!r},{1 if self.is_greedy else 0},{self.n_tokens}]"
 
 
 @dataclass(slots=True)
@@ -127,6 +132,21 @@ class GenerationResult:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> GenerationResult:
         return cls(d["text"], d.get("prompt_tokens"), d.get("completion_tokens"), d.get("finish_reason"))
+
+    def to_json(self) -> str:
+        import json
+
+        return json.dumps(self.to_dict(), ensure_ascii=False)
+
+
+def result_from_json(text: str) -> LoglikelihoodResult | GenerationResult:
+    """Decode a cached result: a JSON array is a log-likelihood, an object a generation."""
+    import json
+
+    v = json.loads(text)
+    if isinstance(v, list):
+        return LoglikelihoodResult(float(v[0]), bool(v[1]), int(v[2]))
+    return GenerationResult.from_dict(v)
 
 
 Request = LoglikelihoodRequest | GenerationRequest

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
 import time
+import zlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,7 +24,7 @@ class FakeParams(BaseModel):
 
 
 def _h(*parts: str) -> int:
-    return int.from_bytes(hashlib.blake2b("\x00".join(parts).encode(), digest_size=8).digest(), "big")
+    return zlib.crc32("\x00".join(parts).encode())
 
 
 class FakeBackend(Backend):
@@ -50,7 +50,7 @@ class FakeBackend(Backend):
             time.sleep(self.delay_s)
         if self.calls_log:
             with open(self.calls_log, "a", encoding="utf-8") as fh:
-                fh.writelines(f"{_h(t):016x}\n" for t in texts)
+                fh.writelines(f"{_h(t):08x}{len(t):x}\n" for t in texts)
 
     def loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> list[LoglikelihoodResult]:
         self._served([r.context + "\x01" + r.continuation for r in requests])
