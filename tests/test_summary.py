@@ -1,0 +1,58 @@
+"""The default summarizer: per subset, per category, overall mean and weighted, counts, failures visible."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+from luopan.components import UnitResult
+from luopan.report import to_csv, to_markdown, write_summaries
+from luopan_summary.default import DefaultSummarizer
+
+
+def unit(model: str, error: str | None = None) -> UnitResult:
+    return UnitResult(
+        model, "bench", "accuracy",
+        subsets=[{"subset": "a", "n": 10, "score": 1.0, "metrics": {}},
+                 {"subset": "b", "n": 30, "score": 0.5, "metrics": {}},
+                 {"subset": "c", "n": 60, "score": 0.0, "metrics": {}}],
+        categories={"AB": ["a", "b"], "C": ["c"], "Missing": ["zzz"]},
+        display_names={"a": "甲"}, error=error,
+    )
+
+
+def rows_by_label(table):
+    return {row[1]: row for row in table.rows}
+
+
+def test_subsets_categories_and_both_overalls():
+    [t] = DefaultSummarizer().summarize([unit("m1")])
+    r = rows_by_label(t)
+    assert t.columns == ["dataset", "subset", "metric", "n", "m1"]
+    assert r["a (甲)"][3:] == [10, 100.0]
+    assert r["category: AB"][3:] == [40, 75.0]  # mean of the category's subsets
+    assert r["category: C"][3:] == [60, 0.0]
+    assert "category: Missing" not in r
+    assert r["overall (mean)"][3:] == [100, 50.0]  # each subset counts once
+    assert r["overall (weighted)"][3:] == [100, 25.0]  # each question counts once: (10 + 15 + 0) / 100
+
+
+def test_failed_unit_is_shown_never_as_a_silent_dash():
+    [t] = DefaultSummarizer().summarize([unit("ok"), unit("bad", error="RuntimeError: out of memory")])
+    r = rows_by_label(t)
+    assert r["overall (mean)"][4:] == [50.0, "ERROR: RuntimeError: out of memory"]
+    assert any("bad on bench FAILED: RuntimeError: out of memory" in n for n in t.notes)
+    assert "| - |" not in to_markdown([t])
+
+
+def test_files_md_csv_json(tmp_path):
+    tables = DefaultSummarizer().summarize([unit("m1")])
+    write_summaries(tmp_path, tables, [unit("m1")])
+    assert "| bench | overall (weighted) | accuracy | 100 | 25.00 |" in (tmp_path / "summary.md").read_text()
+    rows = list(csv.reader(io.StringIO((tmp_path / "summary.csv").read_text())))
+    assert rows[0] == ["table", "dataset", "subset", "metric", "n", "m1"]
+    assert ["Summary", "bench", "overall (mean)", "accuracy", "100", "50.0"] in rows
+    data = json.loads((tmp_path / "summary.json").read_text())
+    assert data["units"][0]["model"] == "m1" and data["tables"][0]["title"] == "Summary"
+    assert to_csv(tables).count("\n") == len(tables[0].rows) + 1
