@@ -29,9 +29,9 @@ from luopan.components import Backend, Dataset, EvalContext, SummaryTable, UnitR
 from luopan.config import ResolvedDataset, ResolvedModel, RunConfig, generation_config
 from luopan.data import set_run_dir
 from luopan.errors import ConfigError, LuopanError
-from luopan.runlog import configure_run_log
 from luopan.plugins import Registry, nearest
 from luopan.progress import Progress
+from luopan.runlog import configure_run_log
 from luopan.types import GenerationRequest, LoglikelihoodRequest, Request, Sample
 
 log = structlog.get_logger("luopan")

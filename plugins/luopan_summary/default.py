@@ -31,39 +31,20 @@ class DefaultSummarizer(Summarizer):
             names = {k: v for u in ok for k, v in u.display_names.items()}
             cats = next((u.categories for u in ok if u.categories), {})
 
-            def cells(fn: Any) -> list[Any]:
-                out = []
-                for u in units:
-                    if u is None:
-                        out.append("not run")
-                    elif u.error:
-                        out.append(f"ERROR: {u.error[:80]}")
-                    else:
-                        out.append(fn(u))
-                return out
-
-            def subset_score(u: UnitResult, name: str) -> float | None:
-                s = next((s for s in u.subsets if s["subset"] == name), None)
-                return _pct(s["score"]) if s else None
-
-            def n_of(names_: Sequence[str]) -> int:
-                u = ok[0] if ok else None
-                return sum(s["n"] for s in u.subsets if s["subset"] in names_) if u else 0
-
             if len(subsets) > 1:
                 for s in subsets:
                     label = f"{s} ({names[s]})" if s in names else s
-                    rows.append([ds, label, metric, n_of([s])] + cells(lambda u, s=s: subset_score(u, s)))
+                    rows.append([ds, label, metric, _n_of(ok, [s])] + _cells(units, lambda u, s=s: _subset_score(u, s)))
                 for cat, members in cats.items():
                     present = [m for m in members if m in subsets]
                     if not present:
                         continue
-                    rows.append([ds, f"category: {cat}", metric, n_of(present)]
-                                + cells(lambda u, p=present: _mean_of(u, p)))
-            rows.append([ds, "overall (mean)" if len(subsets) > 1 else "overall", metric, n_of(subsets)]
-                        + cells(lambda u: _mean_of(u, [s["subset"] for s in u.subsets])))
+                    rows.append([ds, f"category: {cat}", metric, _n_of(ok, present)]
+                                + _cells(units, lambda u, p=present: _mean_of(u, p)))
+            rows.append([ds, "overall (mean)" if len(subsets) > 1 else "overall", metric, _n_of(ok, subsets)]
+                        + _cells(units, lambda u: _mean_of(u, [s["subset"] for s in u.subsets])))
             if len(subsets) > 1:
-                rows.append([ds, "overall (weighted)", metric, n_of(subsets)] + cells(_weighted))
+                rows.append([ds, "overall (weighted)", metric, _n_of(ok, subsets)] + _cells(units, _weighted))
             for u in units:
                 if u is not None and u.error:
                     notes.append(f"{u.model} on {ds} FAILED: {u.error}")
@@ -71,6 +52,28 @@ class DefaultSummarizer(Summarizer):
                     notes.append(f"{u.model} on {ds}: {u.usage.get('prompt_tokens', 0)} prompt tokens, "
                                  f"{u.usage.get('completion_tokens', 0)} completion tokens")
         return [SummaryTable("Summary", ["dataset", "subset", "metric", "n"] + models, rows, notes)]
+
+
+def _cells(units: Sequence[UnitResult | None], fn: Any) -> list[Any]:
+    """One cell per model: the value, or the unit's error (never a silent "-")."""
+    out: list[Any] = []
+    for u in units:
+        if u is None:
+            out.append("not run")
+        elif u.error:
+            out.append(f"ERROR: {u.error[:80]}")
+        else:
+            out.append(fn(u))
+    return out
+
+
+def _subset_score(u: UnitResult, name: str) -> float | None:
+    s = next((s for s in u.subsets if s["subset"] == name), None)
+    return _pct(s["score"]) if s else None
+
+
+def _n_of(ok: Sequence[UnitResult], names: Sequence[str]) -> int:
+    return sum(s["n"] for s in ok[0].subsets if s["subset"] in names) if ok else 0
 
 
 def _mean_of(u: UnitResult, names: Sequence[str]) -> float | None:
