@@ -21,6 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import orjson
 import structlog
 
 import luopan
@@ -67,12 +68,12 @@ def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
 
-def atomic_write(path: Path, text: str) -> None:
+def atomic_write(path: Path, data: str | bytes) -> None:
     """Write via a temporary file and rename: a crash leaves the old file or the new one, never half."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
+    with open(tmp, "wb") as fh:
+        fh.write(data.encode("utf-8") if isinstance(data, str) else data)
     os.replace(tmp, path)
 
 
@@ -380,8 +381,8 @@ class Run:
             rec["score"] = sc.score
             if sc.extra:
                 rec["extra"] = sc.extra
-            lines.append(json.dumps(rec, ensure_ascii=False))
-        atomic_write(self._unit_path("predictions", unit, ".jsonl"), "\n".join(lines) + ("\n" if lines else ""))
+            lines.append(orjson.dumps(rec))
+        atomic_write(self._unit_path("predictions", unit, ".jsonl"), b"\n".join(lines) + (b"\n" if lines else b""))
 
     def _write_result(self, unit: Unit, result: UnitResult) -> None:
         from dataclasses import asdict

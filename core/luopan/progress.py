@@ -1,53 +1,65 @@
-"""A progress bar per unit with rate, ETA and token counts (rich), silent when disabled or not a terminal."""
+"""A progress bar per unit with rate, ETA and token counts (rich), silent when disabled or not a terminal.
+
+rich is imported only when a bar will really be drawn, so batch runs and pipes pay nothing for it.
+"""
 
 from __future__ import annotations
 
+import sys
 from typing import Any
-
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    TaskProgressColumn,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-from rich.progress import Progress as _RichProgress
 
 
 class Progress:
     def __init__(self, enabled: bool = True) -> None:
-        console = Console(stderr=True)
-        self.enabled = enabled and console.is_terminal
-        self._p = _RichProgress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TaskProgressColumn(),
-            TextColumn("{task.fields[rate]}"),
-            TextColumn("{task.fields[tokens]}"),
-            TimeElapsedColumn(),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
-            console=console,
-            disable=not self.enabled,
-        )
+        self.enabled = enabled and sys.stderr.isatty()
+        self._p: Any = None
         self._tokens: dict[int, int] = {}
+        self._next = 0
+        if self.enabled:
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                TaskProgressColumn,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+            from rich.progress import Progress as RichProgress
+
+            self._p = RichProgress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TaskProgressColumn(),
+                TextColumn("{task.fields[rate]}"),
+                TextColumn("{task.fields[tokens]}"),
+                TimeElapsedColumn(),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
+                console=Console(stderr=True),
+            )
 
     def __enter__(self) -> Progress:
-        self._p.__enter__()
+        if self._p is not None:
+            self._p.__enter__()
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        self._p.__exit__(*exc)
+        if self._p is not None:
+            self._p.__exit__(*exc)
 
     def add(self, name: str, total: int, completed: int = 0) -> int:
+        if self._p is None:
+            self._next += 1
+            return self._next
         tid = self._p.add_task(name, total=total, completed=completed, rate="", tokens="")
         self._tokens[tid] = 0
         return tid
 
     def advance(self, task: int, n: int, usage: dict[str, int] | None = None) -> None:
+        if self._p is None:
+            return
         if usage:
             self._tokens[task] += usage.get("prompt_tokens", 0) + usage.get("completion_tokens", 0)
         t = self._p._tasks.get(task)
@@ -57,6 +69,8 @@ class Progress:
         self._p.update(task, advance=n, rate=rate, tokens=tokens)
 
     def finish(self, task: int) -> None:
+        if self._p is None:
+            return
         t = self._p._tasks.get(task)
         if t is not None and t.total is not None:
             self._p.update(task, completed=t.total)

@@ -141,12 +141,16 @@ class GenerationResult:
 
 def result_from_json(text: str) -> LoglikelihoodResult | GenerationResult:
     """Decode a cached result: a JSON array is a log-likelihood, an object a generation."""
-    import json
-
-    v = json.loads(text)
-    if isinstance(v, list):
-        return LoglikelihoodResult(float(v[0]), bool(v[1]), int(v[2]))
+    v = _loads(text)
+    if type(v) is list:
+        return LoglikelihoodResult(v[0], v[1] == 1, v[2])
     return GenerationResult.from_dict(v)
+
+
+def _loads(text: str) -> Any:
+    import orjson
+
+    return orjson.loads(text)
 
 
 Request = LoglikelihoodRequest | GenerationRequest
