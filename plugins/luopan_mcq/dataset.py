@@ -19,7 +19,15 @@ from luopan.components import Dataset
 from luopan.data import files_fingerprint, find_data
 from luopan.errors import ConfigError
 from luopan.types import Sample
-from luopan_mcq.layouts import DEFAULT_LABELS, LAYOUTS, Layout, Question, detect_layout, read_header, read_questions
+from luopan_mcq.layouts import (
+    DEFAULT_LABELS,
+    LAYOUTS,
+    Layout,
+    Question,
+    detect_layout,
+    read_header,
+    read_questions,
+)
 from luopan_mcq.templates import PromptTemplate, validate_template
 
 TEMPLATE_NAMES = ("description", "question", "answer_prefix", "chat_prompt")
@@ -40,9 +48,12 @@ class McqCsvParams(BaseModel):
     fewshot_split: str = Field(default="dev", description="few-shot examples: the first k rows of this split")
     description: str | None = Field(default=None, description="subject header; gets subject, subject_name")
     question: str | None = Field(
-        default=None, description="one question; gets question, A..D, choices, options, labels, subject, subject_name"
+        default=None,
+        description="one question; gets question, A..D, choices, options, labels, subject, subject_name",
     )
-    answer_prefix: str | None = Field(default=None, description="text between the prompt and the answer label")
+    answer_prefix: str | None = Field(
+        default=None, description="text between the prompt and the answer label"
+    )
     chat_prompt: str | None = Field(
         default=None, description="the single user turn for chat models; same variables, plus description"
     )
@@ -79,10 +90,19 @@ class McqCsvDataset(Dataset):
     first time it is needed and keeps its rows, so each file is read once.
     """
 
-    def __init__(self, path: str, layout: str = "auto", eval_split: str | None = None,
-                 fewshot_split: str = "dev", description: str | None = None, question: str | None = None,
-                 answer_prefix: str | None = None, chat_prompt: str | None = None,
-                 choice_labels: list[str] | None = None, fewshot_delimiter: str = "\n\n") -> None:
+    def __init__(
+        self,
+        path: str,
+        layout: str = "auto",
+        eval_split: str | None = None,
+        fewshot_split: str = "dev",
+        description: str | None = None,
+        question: str | None = None,
+        answer_prefix: str | None = None,
+        chat_prompt: str | None = None,
+        choice_labels: list[str] | None = None,
+        fewshot_delimiter: str = "\n\n",
+    ) -> None:
         self.root = find_data(path, what="mcq_csv path")
         self.layout = LAYOUTS[layout] if layout != "auto" else self._detect(self.root, eval_split)
         self.eval_split = eval_split or self.layout.default_eval_split
@@ -99,14 +119,25 @@ class McqCsvDataset(Dataset):
                 f"mcq_csv: choice_labels {self.labels} need the 'question' and 'chat_prompt' templates set too: "
                 f"the defaults spell the options A-D"
             )
-        given = {"description": description, "question": question, "answer_prefix": answer_prefix,
-                 "chat_prompt": chat_prompt}
-        self.templates = {name: PromptTemplate(name, src if src is not None else getattr(self.layout, name))
-                          for name, src in given.items()}
+        given = {
+            "description": description,
+            "question": question,
+            "answer_prefix": answer_prefix,
+            "chat_prompt": chat_prompt,
+        }
+        self.templates = {
+            name: PromptTemplate(name, src if src is not None else getattr(self.layout, name))
+            for name, src in given.items()
+        }
+        self._read_by_templates = (
+            self.templates["question"].variables | self.templates["chat_prompt"].variables
+        )
         split_dir = self.root / self.eval_split
         if not split_dir.is_dir():
             splits = sorted(p.name for p in self.root.iterdir() if p.is_dir())
-            raise ConfigError(f"mcq_csv: no split '{self.eval_split}' in {self.root} (splits: {', '.join(splits)})")
+            raise ConfigError(
+                f"mcq_csv: no split '{self.eval_split}' in {self.root} (splits: {', '.join(splits)})"
+            )
         self._subjects = self.layout.subjects(self.root, self.eval_split)
         if not self._subjects:
             raise ConfigError(f"mcq_csv: no {self.layout.name}-layout CSV files in {split_dir}")
@@ -118,8 +149,10 @@ class McqCsvDataset(Dataset):
 
     @staticmethod
     def _detect(root: Path, eval_split: str | None) -> Layout:
-        folders = [root / eval_split] if eval_split else sorted(p for p in root.iterdir() if p.is_dir())
-        first = next((f for d in folders if d.is_dir() for f in sorted(d.glob("*.csv"))), None)
+        folders = sorted(
+            (p for p in root.iterdir() if p.is_dir()), key=lambda p: (p.name != eval_split, p.name)
+        )
+        first = next((f for d in folders for f in sorted(d.glob("*.csv"))), None)
         if first is None:
             raise ConfigError(f"mcq_csv: no CSV file under {root} to detect the layout from; set 'layout'")
         header = read_header(first)
@@ -138,28 +171,31 @@ class McqCsvDataset(Dataset):
             raise ConfigError(f"mcq_csv: no subject '{subset}' in {self.root / self.eval_split}")
         questions = self._read(self.eval_split, subset)
         head = self._subject_prompt(subset, shots)
-        render_question = self._renderer("question")
-        render_chat = self._renderer("chat_prompt")
+        render_question = self.templates["question"].render
+        render_chat = self.templates["chat_prompt"].render
         labels = self.labels
+        variables = dict(head.variables)  # refilled for each question: renders keep no reference to it
         samples = []
         for i, q in enumerate(questions):
-            variables = self._variables(head.variables, q)
+            self._fill(variables, q)
             chat = render_chat(variables)
             messages = None
             if head.fewshot_messages is not None:
                 messages = [dict(m) for m in head.fewshot_messages]
                 messages.append({"role": "user", "content": chat})
-            samples.append(Sample(
-                id=f"{subset}/{i}",
-                subset=subset,
-                prompt=head.prefix + render_question(variables),
-                target=q.answer,
-                choices=list(head.continuations),
-                prefix=head.prefix,
-                chat_prompt=chat,
-                messages=messages,
-                meta={"answer": labels[q.answer], "options": list(q.options), "labels": list(labels)},
-            ))
+            samples.append(
+                Sample(
+                    id=f"{subset}/{i}",
+                    subset=subset,
+                    prompt=head.prefix + render_question(variables),
+                    target=q.answer,
+                    choices=list(head.continuations),
+                    prefix=head.prefix,
+                    chat_prompt=chat,
+                    messages=messages,
+                    meta={"answer": labels[q.answer], "options": list(q.options), "labels": list(labels)},
+                )
+            )
         return samples
 
     def categories(self) -> dict[str, list[str]]:
@@ -194,33 +230,30 @@ class McqCsvDataset(Dataset):
             rows = self._questions[path] = read_questions(path, self.layout)
         return rows
 
-    def _renderer(self, name: str) -> Any:
-        render = self.templates[name].renderer()
+    def _fill(self, variables: dict[str, Any], q: Question) -> None:
+        """Set a question's template variables: the question, its options as A, B, ... (and as lists).
 
-        def checked(variables: dict[str, Any]) -> str:
-            try:
-                return render(variables)
-            except Exception as exc:
-                raise ConfigError(f"mcq_csv: template '{name}': {type(exc).__name__}: {exc}") from exc
-
-        return checked
-
-    def _variables(self, base: dict[str, Any], q: Question) -> dict[str, Any]:
-        options = q.options
-        variables = {**base, "question": q.question, "choices": list(options),
-                     "options": list(zip(self.labels, options))}
-        variables.update(zip(string.ascii_uppercase, options))
-        return variables
+        ``choices`` and ``options`` are lists built per question, so only when a template reads them.
+        """
+        variables["question"] = q.question
+        variables.update(zip(string.ascii_uppercase, q.options))
+        if "choices" in self._read_by_templates:
+            variables["choices"] = list(q.options)
+        if "options" in self._read_by_templates:
+            variables["options"] = list(zip(self.labels, q.options))
 
     def _subject_prompt(self, subject: str, shots: int) -> _SubjectPrompt:
         key = (subject, shots)
         head = self._prompts.get(key)
         if head is not None:
             return head
-        base: dict[str, Any] = {"subject": subject, "subject_name": self.display_names[subject],
-                                "labels": list(self.labels)}
-        base["description"] = self._renderer("description")(base)
-        answer_prefix = self._renderer("answer_prefix")(base)
+        base: dict[str, Any] = {
+            "subject": subject,
+            "subject_name": self.display_names[subject],
+            "labels": list(self.labels),
+        }
+        base["description"] = self.templates["description"].render(base)
+        answer_prefix = self.templates["answer_prefix"].render(base)
         examples: list[Question] = []
         if shots:
             pool = self._read(self.fewshot_split, subject)
@@ -228,16 +261,21 @@ class McqCsvDataset(Dataset):
                 path = self.layout.path(self.root, self.fewshot_split, subject)
                 raise ConfigError(f"mcq_csv: {shots} few-shot examples requested, {path} has {len(pool)}")
             examples = pool[:shots]
-        render_question = self._renderer("question")
-        render_chat = self._renderer("chat_prompt")
         block = ""
         messages: list[dict[str, str]] = []
+        variables = dict(base)
         for ex in examples:
-            variables = self._variables(base, ex)
+            self._fill(variables, ex)
             label = self.labels[ex.answer]
-            block += render_question(variables) + answer_prefix + label + self.fewshot_delimiter
-            messages += [{"role": "user", "content": render_chat(variables)}, {"role": "assistant", "content": label}]
-        head = _SubjectPrompt(base, base["description"] + block, [answer_prefix + lab for lab in self.labels],
-                              messages or None)
+            block += (
+                self.templates["question"].render(variables) + answer_prefix + label + self.fewshot_delimiter
+            )
+            messages += [
+                {"role": "user", "content": self.templates["chat_prompt"].render(variables)},
+                {"role": "assistant", "content": label},
+            ]
+        head = _SubjectPrompt(
+            base, base["description"] + block, [answer_prefix + lab for lab in self.labels], messages or None
+        )
         self._prompts[key] = head
         return head

@@ -17,6 +17,7 @@ import json
 import os
 from dataclasses import dataclass
 from functools import cached_property
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -63,7 +64,7 @@ class Layout:
 
     def subjects(self, root: Path, split: str) -> list[str]:
         """The subjects that have a file in ``split``, sorted; reads no file."""
-        prefix, suffix = self.file_name.format(split=split, subject="\0").split("\0")
+        prefix, suffix = self.file_name.format(split=split, subject="\0").split("\0")  # around {subject}
         names = os.listdir(root / split)
         return sorted(
             n[len(prefix) : len(n) - len(suffix)]
@@ -109,7 +110,8 @@ CEVAL = Layout(
     description="以下是中国关于{{ subject_name }}的单项选择题，请选出其中的正确答案。\n\n",
     question="{{ question.strip() }}" + _ZH_OPTIONS + "答案：",
     answer_prefix=" ",
-    chat_prompt="以下是中国关于{{ subject_name }}考试的单项选择题。\n\n{{ question.strip() }}" + _ZH_CHAT_TAIL,
+    chat_prompt="以下是中国关于{{ subject_name }}考试的单项选择题。\n\n{{ question.strip() }}"
+    + _ZH_CHAT_TAIL,
     subjects_file="ceval.json",
 )
 
@@ -174,7 +176,7 @@ def _parse(path: Path, reader: Any, layout: Layout) -> list[Question]:
             f"({','.join(header)}) of the {layout.name} layout{hint}"
         )
     q_col = column[layout.question_column]
-    o_cols = [column[c] for c in layout.option_columns]
+    options_of = itemgetter(*(column[c] for c in layout.option_columns))
     a_col = column[layout.answer_column]
     answer_index = {v: i for i, v in enumerate(layout.answer_values)}
     width = len(header)
@@ -198,7 +200,7 @@ def _parse(path: Path, reader: Any, layout: Layout) -> list[Question]:
                     f"{path}: row {len(out)} (line {start}): answer {row[a_col]!r} is not one of "
                     f"{', '.join(layout.answer_values)}"
                 )
-            out.append(Question(row[q_col], tuple([row[i] for i in o_cols]), answer))
+            out.append(Question(row[q_col], options_of(row), answer))
     except csv.Error as exc:
         raise McqDataError(f"{path}: row {len(out)} (line {reader.line_num}): {exc}") from None
     return out
