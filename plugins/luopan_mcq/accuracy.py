@@ -27,7 +27,9 @@ class AccuracyEvaluator(Evaluator):
 
     metric = "accuracy"
 
-    def score(self, samples: Sequence[Sample], outputs: Sequence[Any], ctx: EvalContext) -> list[ScoredSample]:
+    def score(
+        self, samples: Sequence[Sample], outputs: Sequence[Any], ctx: EvalContext
+    ) -> list[ScoredSample]:
         if len(samples) != len(outputs):
             raise ValueError(f"accuracy: {len(outputs)} outputs for {len(samples)} samples")
         if ctx.mode == "likelihood":
@@ -58,14 +60,19 @@ def _gold(sample: Sample, labels: Sequence[str]) -> int:
 def _score_likelihood(sample: Sample, results: Sequence[LoglikelihoodResult]) -> ScoredSample:
     choices = sample.choices or []
     if len(results) != len(choices) or not choices:
-        raise ValueError(f"accuracy: sample {sample.id}: {len(results)} log-likelihoods for {len(choices)} choices")
+        raise ValueError(
+            f"accuracy: sample {sample.id}: {len(results)} log-likelihoods for {len(choices)} choices"
+        )
     gold = _gold(sample, _labels(sample))
     lls = [r.logprob for r in results]
     pred = _argmax(lls)
     by_chars = _argmax([ll / max(1, len(c)) for ll, c in zip(lls, choices)])
     by_bytes = _argmax([ll / max(1, len(c.encode("utf-8"))) for ll, c in zip(lls, choices)])
     return ScoredSample(
-        sample.id, sample.subset, float(pred == gold), pred,
+        sample.id,
+        sample.subset,
+        float(pred == gold),
+        pred,
         {"acc_norm": float(by_chars == gold), "acc_bytes": float(by_bytes == gold)},
     )
 
@@ -76,6 +83,9 @@ def _score_generation(sample: Sample, output: GenerationResult) -> ScoredSample:
     extracted = extract_choice(output.text, labels, sample.meta.get("options"))
     pred = labels.index(extracted) if extracted is not None else None
     return ScoredSample(
-        sample.id, sample.subset, float(pred == gold), pred,
+        sample.id,
+        sample.subset,
+        float(pred == gold),
+        pred,
         {"extracted": extracted, "parsed": float(extracted is not None)},
     )

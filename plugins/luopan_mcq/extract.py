@@ -40,9 +40,13 @@ ANSWER_PATTERNS: tuple[str, ...] = (
     r"\banswer\s*(?:to\s+(?:this|the)\s+question\s*)?(?:is|would\s+be|should\s+be|must\s+be|will\s+be|=)?\s*:?\s*"
     r"(?:option|choice|letter)?\s*:?\s*" + _OPEN + LABEL,
     # the correct option is B / best choice: C
-    r"\b(?:correct|right|best|final)\s+(?:option|choice)\s*(?:is|would\s+be|should\s+be|=)?\s*:?\s*" + _OPEN + LABEL,
+    r"\b(?:correct|right|best|final)\s+(?:option|choice)\s*(?:is|would\s+be|should\s+be|=)?\s*:?\s*"
+    + _OPEN
+    + LABEL,
     # I choose B / I'd go with C / we should select option D
-    r"\b(?:choose|chose|pick|select|go\s+with|opt\s+for)\s+(?:option\s+|choice\s+|answer\s+)?" + _OPEN + LABEL,
+    r"\b(?:choose|chose|pick|select|go\s+with|opt\s+for)\s+(?:option\s+|choice\s+|answer\s+)?"
+    + _OPEN
+    + LABEL,
     # \boxed{B} / \boxed{\text{B}}
     r"\\boxed\{\s*(?:\\text(?:bf)?\{)?\s*" + LABEL,
 )
@@ -50,7 +54,8 @@ ANSWER_PATTERNS: tuple[str, ...] = (
 #: "this option is correct" statements (tier 2): weaker, explanations call statements correct too
 CORRECT_PATTERNS: tuple[str, ...] = (
     # B 正确 / B项正确 / B选项是正确的 / C符合题意 / D 当选
-    LABEL + r"\s*[)\]】」]?\s*(?:项|項|选项|選項)?\s*(?:是|为)?\s*(?:正确|正確|对的|對的|符合题意|符合題意|当选|當選)",
+    LABEL
+    + r"\s*[)\]】」]?\s*(?:项|項|选项|選項)?\s*(?:是|为)?\s*(?:正确|正確|对的|對的|符合题意|符合題意|当选|當選)",
     # B is correct / option C is the right answer
     LABEL + r"\s*\)?\s+(?:is|would\s+be)\s+(?:the\s+)?(?:correct|right|best)\b",
 )
@@ -58,8 +63,10 @@ CORRECT_PATTERNS: tuple[str, ...] = (
 # the statement is a question or one of several alternatives ("答案是B吗", "answer A or B")
 _NOT_FINAL = re.compile(r"\s*(?:吗|嗎|\?|或|还是|還是|or\b)", re.IGNORECASE)
 # a negation right before the statement ("不选A", "I would not choose A")
-_NEGATED = re.compile(r"(?:(?:不|没|沒|别|別|勿|非)(?:应该|應該|应|應|能|会|會|要|可以|可能)?|\bnot|\bnever|n't)\s*$",
-                      re.IGNORECASE)
+_NEGATED = re.compile(
+    r"(?:(?:不|没|沒|别|別|勿|非)(?:应该|應該|应|應|能|会|會|要|可以|可能)?|\bnot|\bnever|n't)\s*$",
+    re.IGNORECASE,
+)
 # an English word follows: "a" in "the answer is a good one" is an article, not a label
 _WORD_FOLLOWS = re.compile(r"\s*[A-Za-z]")
 _MARKUP = re.compile(r"\*+|`+|\$+|_{2,}")
@@ -67,8 +74,9 @@ _ENGLISH_WORD_LETTERS = frozenset({"A", "I"})  # "A good answer", "I think"
 _LOWERCASE_WORD = re.compile(r" [a-z]")
 
 
-def extract_choice(text: str, labels: Sequence[str] = ("A", "B", "C", "D"),
-                   options: Sequence[str] | None = None) -> str | None:
+def extract_choice(
+    text: str, labels: Sequence[str] = ("A", "B", "C", "D"), options: Sequence[str] | None = None
+) -> str | None:
     """The label (one of ``labels``, as given) that ``text`` chooses, or None when it cannot be told.
 
     ``options`` are the option texts, in label order: when no label is found, a reply that contains exactly
@@ -110,7 +118,8 @@ class _Rules:
         self.answer = tuple(re.compile(p.replace(LABEL, group), re.IGNORECASE) for p in ANSWER_PATTERNS)
         self.correct = tuple(re.compile(p.replace(LABEL, group), re.IGNORECASE) for p in CORRECT_PATTERNS)
         self.leading = re.compile(
-            rf"[(\[【「]?\s*{group}\s*[)\]】」]?\s*(?:项|項|选项|選項)?(?P<after>.?)", re.IGNORECASE | re.DOTALL
+            rf"[(\[【「]?\s*{group}\s*[)\]】」]?\s*(?:项|項|选项|選項)?(?P<after>.?)",
+            re.IGNORECASE | re.DOTALL,
         )
         self.line_start = re.compile(rf"^[(\[【「]?\s*{group}\s*[)\]】」.:、]", re.IGNORECASE | re.MULTILINE)
         self.standalone = re.compile(group)
@@ -156,8 +165,8 @@ def _leading_label(body: str, rules: _Rules) -> str | None:
     if m is None:
         return None
     after = m.group("after")
-    if after.isascii() and after.isalnum():  # an English word follows: "A good answer"
-        return None
+    if (after.isascii() and after.isalnum()) or _NOT_FINAL.match(stripped, m.end("ans")):
+        return None  # an English word follows ("A good answer"), or alternatives ("A或B", "B?")
     label = rules.label_of(stripped, m)
     listed = {rules.label_of(stripped, x) for x in rules.line_start.finditer(stripped)}
     if listed - {label, None}:
