@@ -105,7 +105,6 @@ class _Rules:
     """Patterns compiled for one label set."""
 
     def __init__(self, labels: tuple[str, ...]) -> None:
-        self.labels = labels
         norm = [_normalize(lab).strip() for lab in labels]
         self.by_text = dict(zip(norm, labels))
         folded: dict[str, list[str]] = {}
