@@ -50,7 +50,9 @@ def files_fingerprint(files: Iterable[Path]) -> str:
     """sha256 over the names and bytes of ``files`` (provenance: which data exactly was read)."""
     h = hashlib.sha256()
     for f in sorted(files):
-        h.update(f.name.encode())
-        h.update(b"\x00")
-        h.update(f.read_bytes())
+        name = f"{f.parent.name}/{f.name}".encode()  # dev/x.csv and test/x.csv must hash apart
+        data = f.read_bytes()
+        for part in (name, data):
+            h.update(len(part).to_bytes(8, "little"))
+            h.update(part)
     return h.hexdigest()
