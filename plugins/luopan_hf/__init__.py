@@ -9,5 +9,9 @@ def luopan_register_backends(register):
     from luopan_hf.backend import HFBackend
     from luopan_hf.params import HFParams
 
-    register("hf", HFBackend, params=HFParams,
-             description="local model via transformers: folder, hub id, pkg:<package> or GGUF file")
+    register(
+        "hf",
+        HFBackend,
+        params=HFParams,
+        description="local model via transformers: folder, hub id, pkg:<package> or GGUF file",
+    )

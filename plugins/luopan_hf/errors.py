@@ -1,0 +1,13 @@
+"""Errors of the hf backend."""
+
+from luopan.errors import LuopanError
+
+
+class InputTooLongError(LuopanError):
+    """A request does not fit the model's maximum length. Never truncated silently: the message names it."""
+
+
+def describe(text: str, width: int = 60) -> str:
+    """A short, one-line quote of a prompt for error messages."""
+    flat = " ".join(text.split())
+    return repr(flat if len(flat) <= width else flat[: width // 2] + " ... " + flat[-width // 2 :])
