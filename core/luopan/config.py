@@ -296,7 +296,9 @@ def load_run(target: str, reg: Registry) -> RunConfig:
         import yaml
 
         preset = reg.presets["run"][target]
-        loc = load_located(yaml.safe_dump(preset.fields, allow_unicode=True, sort_keys=False), f"run preset '{target}'")
+        fields = {k: v for k, v in preset.fields.items() if k != "description"}
+        loc = load_located(yaml.safe_dump(fields, allow_unicode=True, sort_keys=False),
+                           f"run preset '{target}' ({preset.source})")
         return resolve(loc, reg)
     hint = nearest(target, reg.presets["run"])
     raise ConfigError(f"{target}: no such run file or run preset" + (f" (did you mean '{hint}'?)" if hint else ""))
