@@ -204,3 +204,27 @@ def test_kill_9_then_rerun_resumes_without_resending_and_matches_uninterrupted(t
     proc = _subprocess_run(cfg2)
     assert proc.wait(timeout=120) == 0
     assert _results(tmp_path / "outputs/killed") == _results(clean / "clean")
+
+
+def test_a_failure_loses_nothing_already_computed(toy_registry, tmp_path):
+    log = tmp_path / "calls.log"
+    flaky = f"{{backend: fake, params: {{calls_log: {log}, chunk_size: 4, fail_if_prompt_contains: 'of s2'}}}}"
+    assert main(["run", str(run_yaml(tmp_path, model=flaky)), "--no-progress"]) == 1
+    assert len(served(log)) == 32  # subsets s0 and s1 answered and cached before s2 failed
+    fixed = f"{{backend: fake, params: {{calls_log: {log}, chunk_size: 4}}}}"
+    assert main(["run", str(run_yaml(tmp_path, model=fixed)), "--no-progress"]) == 0
+    assert len(served(log)) == 48  # only s2's 16 requests were sent again
+
+
+def test_secrets_never_reach_the_log_or_outputs(toy_registry, tmp_path, monkeypatch):
+    secret = "sk-luopan-test-SECRET-0123456789"
+    monkeypatch.setenv("MY_SERVICE_API_KEY", secret)
+    p = run_yaml(tmp_path, model=f"{{preset: fake, system_prompt: 'uses {secret} by mistake'}}")
+    assert main(["run", str(p), "--no-progress"]) == 0
+    from luopan.runlog import redact
+
+    assert redact(None, "", {"api_key": "abc12345678", "note": f"key={secret}"}) == {"api_key": "***",
+                                                                                     "note": "key=***"}
+    for f in (tmp_path / "outputs").rglob("*"):
+        if f.is_file() and f.suffix in (".log", ".json", ".jsonl", ".md", ".csv", ".yaml"):
+            assert secret not in f.read_text(encoding="utf-8", errors="replace"), f

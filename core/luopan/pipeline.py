@@ -32,7 +32,7 @@ from luopan.data import set_run_dir
 from luopan.errors import ConfigError, LuopanError
 from luopan.plugins import Registry, nearest
 from luopan.progress import Progress
-from luopan.runlog import configure_run_log
+from luopan.runlog import configure_run_log, redact_text
 from luopan.types import GenerationRequest, LoglikelihoodRequest, Request, Sample
 
 log = structlog.get_logger("luopan")
@@ -230,7 +230,7 @@ class Run:
         self.out.mkdir(parents=True, exist_ok=True)
         configure_run_log(self.out / "run.log")
         self.started_at = now_iso()
-        atomic_write(self.out / "config.yaml", _dump_yaml(self.config.to_dict()))
+        atomic_write(self.out / "config.yaml", redact_text(_dump_yaml(self.config.to_dict())))
         log.info("run_start", run_id=self.run_id, units=len(self.units), source=self.config.source)
         hook = self.registry.pm.hook
         hook.luopan_run_start(run=self)

@@ -19,6 +19,13 @@ def _secret_values() -> list[str]:
     return [v for k, v in os.environ.items() if len(v) >= 8 and re.search(r"(KEY|TOKEN|SECRET|PASSWORD)", k)]
 
 
+def redact_text(text: str) -> str:
+    """``text`` with the value of every credential-like environment variable replaced by ``***``."""
+    for s in _secret_values():
+        text = text.replace(s, "***")
+    return text
+
+
 def redact(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
     secrets = _secret_values()
     for k, v in list(event.items()):
