@@ -187,7 +187,10 @@ class Run:
                 chosen.append(s)
         out: list[Sample] = []
         for subset in chosen:
-            samples = ds.load(subset, shots=spec.shots)
+            try:
+                samples = ds.load(subset, shots=spec.shots)
+            except LuopanError as exc:
+                raise type(exc)(f"{self.config.source}: dataset '{spec.label}': {exc}") from exc
             if spec.limit_per_subset is not None and len(samples) > spec.limit_per_subset:
                 samples = self._take(samples, spec.limit_per_subset, spec.sample_seed, subset)
             out.extend(samples)
@@ -370,12 +373,15 @@ class Run:
 
     def _write_predictions(self, unit: Unit, outputs: Sequence[Any], scored: Sequence[Any]) -> None:
         lines = []
-        for s, out, sc in zip(unit.samples, outputs, scored):
+        requests = unit.requests if unit.mode == "generate" else [None] * len(unit.samples)
+        for s, out, sc, req in zip(unit.samples, outputs, scored, requests):
             rec: dict[str, Any] = {"id": s.id, "subset": s.subset, "prompt": s.prompt, "target": s.target}
             if unit.mode == "likelihood":
                 rec["choices"] = s.choices
                 rec["logprobs"] = [o.logprob for o in out]
             else:
+                if req.messages is not None:  # what a chat model really received
+                    rec["messages"] = req.message_dicts()
                 rec["output"] = out.text
             rec["prediction"] = sc.prediction
             rec["score"] = sc.score
