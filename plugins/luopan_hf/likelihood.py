@@ -8,8 +8,10 @@ split is meaningless, so the continuation is tokenized on its own after the exac
 The work is organised as a tree, and each node is computed once:
 
 * **prefix**: the leading part of the context that many requests share (``LoglikelihoodRequest.prefix``, the
-  few-shot block). Its KV cache is computed once per distinct prefix (and kept for the next calls), then expanded
-  along the batch dimension.
+  few-shot block). The cached part is the longest run of tokens that ``tok(prefix)`` and ``tok(context)`` share,
+  so it is always exactly the context's own first tokens whatever the tokenizer does at the boundary. Its KV
+  cache is computed once per distinct prefix (and kept for the next calls), then expanded along the batch
+  dimension.
 * **segment**: one distinct context (after the prefix) with the continuations of every request that shares it (a
   question's options). The context tokens and each continuation's tokens are laid out in one row; a custom
   attention mask lets each continuation see the context and itself only, with position ids restarting after the
@@ -101,13 +103,22 @@ def encode_requests(lm: Any, requests: Sequence[LoglikelihoodRequest], reuse_pre
             if p not in prefix_tokens:
                 prefix_tokens[p] = lm.tok_encode(p)
             ptoks = prefix_tokens[p]
-            # the prefix must tokenize to a prefix of the context's tokens, else its cache would not be the
-            # context's: such a request is computed from its full context
-            k = min(len(ptoks), len(ctx) - 1)
-            if k > 0 and ctx[: len(ptoks)] == ptoks[: len(ctx)]:
+            # the cached part must be exactly the context's first tokens: take the tokens the prefix and the
+            # context share (the prefix's last token often differs: "\n\n" alone is one token, but "\n" + "\n..."
+            # inside the context); what is left is computed with the rest of the context
+            k = _common_prefix_length(ptoks, ctx, len(ctx) - 1)
+            if k > 0:
                 enc.prefix = tuple(ctx[:k])
         out.append(enc)
     return out
+
+
+def _common_prefix_length(a: Sequence[int], b: Sequence[int], limit: int) -> int:
+    n = min(len(a), len(b), limit)
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
 
 
 # ---------------------------------------------------------------- layout
