@@ -118,6 +118,44 @@ class LoadedModel:
             torch.cuda.empty_cache()
 
 
+def wrap_model(
+    model: Any,
+    tokenizer: Any,
+    *,
+    batch_size: int | str = 8,
+    compile: bool = False,
+    max_length: int | None = None,
+    add_bos_token: bool | None = None,
+) -> LoadedModel:
+    """A LoadedModel around objects already in memory (benchmarks and tests with random weights)."""
+    import torch
+
+    cfg = model.config
+    text_cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+    layer_types = list(getattr(text_cfg, "layer_types", None) or [])
+    model.eval()
+    model.requires_grad_(False)
+    return LoadedModel(
+        model=model,
+        tokenizer=tokenizer,
+        device=next(model.parameters()).device,
+        dtype=next(model.parameters()).dtype if model.dtype is None else model.dtype,
+        max_length=int(max_length or _model_max_length(text_cfg, tokenizer)),
+        batch_size=batch_size,
+        add_bos_token=add_bos_token,
+        chat_template=None,
+        stop_token_ids=_stop_token_ids(model, tokenizer),
+        attn_impl=getattr(cfg, "_attn_implementation", None) or "eager",
+        layer_types=layer_types,
+        sliding_window=getattr(text_cfg, "sliding_window", None)
+        if "sliding_attention" in layer_types
+        else None,
+        compile=bool(compile)
+        and next(model.parameters()).device.type == "cuda"
+        and torch.cuda.is_available(),
+    )
+
+
 def _gpu_token_budget(lm: LoadedModel) -> int:
     import torch
 
