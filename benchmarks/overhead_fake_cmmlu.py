@@ -49,29 +49,31 @@ def main() -> None:
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="luopan-bench-"))
     luopan_bin = shutil.which("luopan") or sys.exit("luopan is not installed")
-    cold, warm = [], []
-    for i in range(args.repeats):
+    tasks = work / "tasks"
+    lm_bin = str(Path(args.lmeval_venv) / "bin" / "lm_eval")
+    if not args.skip_lmeval:
+        py = Path(args.lmeval_venv) / "bin" / "python"
+        subprocess.run([str(py), str(PEERS / "lmeval_cmmlu_tasks.py"), str(tasks)], check=True, capture_output=True)
+    cold, warm, lm = [], [], []
+    for i in range(args.repeats):  # interleaved, so both tools see the same machine conditions
         out = work / f"out{i}"
         cfg = work / f"run{i}.yaml"
         cfg.write_text(RUN.format(out=out), encoding="utf-8")
         cold.append(timed([luopan_bin, "run", str(cfg), "--no-progress"]))
         warm.append(timed([luopan_bin, "run", str(cfg), "--no-progress"]))
+        if not args.skip_lmeval:
+            lm.append(timed([lm_bin, "--model", "dummy", "--tasks", "pb_cmmlu_all", "--include_path", str(tasks),
+                             "--output_path", str(work / f"lm{i}")]))
     res = json.loads((work / "out0/bench/results/fake/cmmlu.json").read_text())
     n = sum(s["n"] for s in res["subsets"])
     report = {"questions": n, "subjects": len(res["subsets"]),
               "luopan_cold_s": cold, "luopan_warm_s": warm,
               "luopan_cold_median_s": statistics.median(cold), "luopan_warm_median_s": statistics.median(warm)}
-    if not args.skip_lmeval:
-        tasks = work / "tasks"
-        py = Path(args.lmeval_venv) / "bin" / "python"
-        subprocess.run([str(py), str(PEERS / "lmeval_cmmlu_tasks.py"), str(tasks)], check=True, capture_output=True)
-        lm = []
-        for i in range(args.repeats):
-            lm.append(timed([str(Path(args.lmeval_venv) / "bin" / "lm_eval"), "--model", "dummy", "--tasks",
-                             "pb_cmmlu_all", "--include_path", str(tasks), "--output_path", str(work / f"lm{i}")]))
+    if lm:
         report["lmeval_dummy_s"] = lm
         report["lmeval_dummy_median_s"] = statistics.median(lm)
         report["speedup_cold"] = report["lmeval_dummy_median_s"] / report["luopan_cold_median_s"]
+        report["speedup_warm"] = report["lmeval_dummy_median_s"] / report["luopan_warm_median_s"]
     print(json.dumps(report, indent=2))
     shutil.rmtree(work, ignore_errors=True)
 
