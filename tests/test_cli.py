@@ -46,3 +46,37 @@ def test_plugins_lists_name_distribution_and_status(toy_registry, capsys):
     lines = capsys.readouterr().out.splitlines()
     fake = next(ln for ln in lines if ln.startswith("fake "))
     assert "luopan" in fake and " ok " in fake and "backend:fake" in fake
+
+
+def test_progress_bar_shows_rate_and_eta_on_a_terminal(tmp_path):
+    """Run in a pseudo-terminal, as a person would: the bar must show counts, a rate and an ETA."""
+    import os
+    import pty
+    from pathlib import Path
+
+    here = Path(__file__).parent
+    cfg = tmp_path / "r.yaml"
+    cfg.write_text(f"run: {{output_dir: {tmp_path}}}\n"
+                   "models: [{backend: fake, params: {delay_s: 0.05, chunk_size: 8}}]\n"
+                   "datasets: [{loader: toy, params: {subsets: 2, per_subset: 20}}]\n", encoding="utf-8")
+    code = (f"import sys; sys.path.insert(0, {str(here)!r})\nimport toy_plugin\n"
+            "from luopan.plugins import load_registry, reset_registry\n"
+            "reset_registry(load_registry(extra_plugins=[('toy', toy_plugin)]))\n"
+            f"from luopan.cli import main\nsys.exit(main(['run', {str(cfg)!r}]))\n")
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=slave,
+                            env=dict(os.environ, COLUMNS="160"))
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    assert proc.wait(timeout=60) == 0
+    screen = b"".join(chunks).decode("utf-8", errors="replace")
+    assert "fake/toy" in screen and "160/160" in screen
+    assert "req/min" in screen and "ETA" in screen
