@@ -9,6 +9,7 @@ Same model (SmolLM2-135M-Instruct, fp32, the plain transformers folder made by
 
 Each luopan run starts with an empty cache (a fresh output folder). Usage:
 
+  python ../shared/peers/smollm2_to_hf.py .bench/smollm2-hf      # once (transformers 5, gguf, accelerate)
   python benchmarks/hf_vs_lmeval.py --model-dir .bench/smollm2-hf [--only zeroshot,gen] \\
       [--luopan-batch 32] [--lmeval-batch 8] [--lmeval-venv /work/peer-lmeval] [--out .bench/hf.json]
 """
@@ -110,6 +111,13 @@ def main() -> None:
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     model_dir = args.model_dir.resolve()
+    # smollm2_to_hf.py run under transformers 5 keeps the GGUF's quantization_config in config.json, which
+    # makes transformers refuse the (already dequantized) folder without gguf_file=. Drop it once.
+    conf_path = model_dir / "config.json"
+    conf = json.loads(conf_path.read_text())
+    if conf.get("quantization_config", {}).get("quant_method") == "gguf":
+        conf.pop("quantization_config")
+        conf_path.write_text(json.dumps(conf, indent=2))
     data = Path(os.environ.get("LUOPAN_DATA", SHARED / "datasets")).resolve()
     tasks = args.work / "tasks"
     subprocess.run([str(args.lmeval_venv / "bin" / "python"), str(SHARED / "peers" / "lmeval_cmmlu_tasks.py"),
