@@ -118,7 +118,9 @@ def test_duplicate_is_fatal_in_strict_mode(dupe_site):
     assert r.returncode == 2 and "registered twice" in r.stderr
 
 
-def test_duplicate_never_silently_overrides_in_process():
+def test_duplicate_never_silently_overrides_in_process(monkeypatch):
+    monkeypatch.delenv("LUOPAN_STRICT_PLUGINS", raising=False)
+
     class Clash:
         @staticmethod
         @__import__("luopan").hookimpl
@@ -148,3 +150,16 @@ def test_plugin_failing_inside_its_registration_hook_is_isolated_and_rolled_back
     assert "RuntimeError: registration exploded" in line
     r = luopan("which", "half_registered", site=broken_site)
     assert r.returncode == 2  # its partial registration was undone
+
+
+def test_duplicate_in_process_is_fatal_in_strict_mode(monkeypatch):
+    monkeypatch.setenv("LUOPAN_STRICT_PLUGINS", "1")
+
+    class Clash:
+        @staticmethod
+        @__import__("luopan").hookimpl
+        def luopan_register_backends(register):
+            register("fake", object)
+
+    with pytest.raises(DuplicateComponentError, match="LUOPAN_STRICT_PLUGINS=1"):
+        load_registry(extra_plugins=[("clash", Clash)])
