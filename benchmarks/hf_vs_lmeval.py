@@ -108,6 +108,8 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=REPO / ".bench" / "hf")
     ap.add_argument("--out", type=Path, default=REPO / ".bench" / "hf_vs_lmeval.json")
     ap.add_argument("--skip-lmeval", action="store_true")
+    ap.add_argument("--fiveshot-limit", type=int, default=None,
+                    help="only the first N questions of each subject at 5-shot (lm-eval --limit N)")
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     model_dir = args.model_dir.resolve()
@@ -137,12 +139,15 @@ def main() -> None:
     for name, shots in (("zeroshot", 0), ("fiveshot", 5)):
         if name not in only:
             continue
-        ds = cmmlu + f"    shots: {shots}\n"
+        limit = args.fiveshot_limit if shots else None
+        ds = cmmlu + f"    shots: {shots}\n" + (f"    limit_per_subset: {limit}\n" if limit else "")
         t_l, run = luopan_run(args.work, name, model_dir, args.luopan_batch, ds)
-        entry = {"luopan_s": t_l, "luopan_batch": args.luopan_batch, "luopan_acc": luopan_acc(run, "cmmlu")}
+        entry = {"luopan_s": t_l, "luopan_batch": args.luopan_batch, "luopan_acc": luopan_acc(run, "cmmlu"),
+                 "questions_per_subject_limit": limit}
         if not args.skip_lmeval:
             t_e, out = lmeval_run(args.lmeval_venv, args.work, name, model_dir, args.lmeval_batch, tasks,
-                                  "pb_cmmlu_first5", ["--num_fewshot", str(shots)] if shots else [])
+                                  "pb_cmmlu_first5", (["--num_fewshot", str(shots)] if shots else [])
+                                  + (["--limit", str(limit)] if limit else []))
             entry.update(lmeval_s=t_e, lmeval_batch=args.lmeval_batch, lmeval_acc=lmeval_acc(out, "pb_cmmlu_first5"),
                          speedup=t_e / t_l)
         report[name] = entry
