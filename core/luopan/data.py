@@ -6,10 +6,12 @@ folder, then each folder of ``LUOPAN_DATA`` (``os.pathsep``-separated). Nothing 
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 from luopan.errors import ConfigError
 
@@ -56,3 +58,31 @@ def files_fingerprint(files: Iterable[Path]) -> str:
             h.update(len(part).to_bytes(8, "little"))
             h.update(part)
     return h.hexdigest()
+
+
+def csv_records(path: Path, reader: Any, header: list[str],
+                error: type[Exception]) -> Iterator[tuple[int, int, list[str]]]:
+    """The data rows of a ``csv.reader`` whose header was read: ``(row index, first line, row)``.
+
+    Blank lines are skipped. A row whose width differs from the header's, or a CSV syntax error, raises
+    ``error`` naming the file, the row (0-based, counting data rows) and its first line.
+    """
+    width = len(header)
+    index = 0
+    line = reader.line_num
+    try:
+        for row in reader:
+            start, line = line + 1, reader.line_num
+            if not row:
+                continue
+            if len(row) != width:
+                what = (
+                    f"missing column {', '.join(repr(c) for c in header[len(row) :])}"
+                    if len(row) < width
+                    else f"{len(row) - width} field(s) more than the header's {width}"
+                )
+                raise error(f"{path}: row {index} (line {start}): {what}")
+            yield index, start, row
+            index += 1
+    except csv.Error as exc:
+        raise error(f"{path}: row {index} (line {reader.line_num}): {exc}") from None

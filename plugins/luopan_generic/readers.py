@@ -20,6 +20,7 @@ from typing import Any
 
 import orjson
 
+from luopan.data import csv_records
 from luopan.deps import require
 from luopan.errors import ConfigError
 
@@ -314,24 +315,7 @@ def _read_csv(path: Path, delimiter: str) -> list[dict[str, Any]]:
             raise FilesDataError(
                 f"{path}: line 1: duplicate column(s) {', '.join(map(repr, dup))} in the header"
             )
-        width = len(header)
-        rows: list[dict[str, Any]] = []
-        line = reader.line_num
-        try:
-            for row in reader:
-                start, line = line + 1, reader.line_num
-                if not row:
-                    continue
-                if len(row) != width:
-                    what = (
-                        f"missing column(s) {', '.join(repr(c) for c in header[len(row) :])}"
-                        if len(row) < width
-                        else f"{len(row) - width} field(s) more than the header's {width}"
-                    )
-                    raise FilesDataError(f"{path}: row {len(rows)} (line {start}): {what}")
-                rows.append(dict(zip(header, row)))
-        except csv.Error as exc:
-            raise FilesDataError(f"{path}: row {len(rows)} (line {reader.line_num}): {exc}") from None
+        rows = [dict(zip(header, row)) for _, _, row in csv_records(path, reader, header, FilesDataError)]
     return rows
 
 

@@ -21,6 +21,7 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from luopan.data import csv_records
 from luopan.errors import LuopanError
 
 DEFAULT_LABELS: tuple[str, ...] = ("A", "B", "C", "D")
@@ -179,28 +180,13 @@ def _parse(path: Path, reader: Any, layout: Layout) -> list[Question]:
     options_of = itemgetter(*(column[c] for c in layout.option_columns))
     a_col = column[layout.answer_column]
     answer_index = {v: i for i, v in enumerate(layout.answer_values)}
-    width = len(header)
     out: list[Question] = []
-    line = reader.line_num
-    try:
-        for row in reader:
-            start, line = line + 1, reader.line_num
-            if not row:
-                continue
-            if len(row) != width:
-                what = (
-                    f"missing column {', '.join(repr(c) for c in header[len(row) :])}"
-                    if len(row) < width
-                    else f"{len(row) - width} field(s) more than the header's {width}"
-                )
-                raise McqDataError(f"{path}: row {len(out)} (line {start}): {what}")
-            answer = answer_index.get(row[a_col].strip())
-            if answer is None:
-                raise McqDataError(
-                    f"{path}: row {len(out)} (line {start}): answer {row[a_col]!r} is not one of "
-                    f"{', '.join(layout.answer_values)}"
-                )
-            out.append(Question(row[q_col], options_of(row), answer))
-    except csv.Error as exc:
-        raise McqDataError(f"{path}: row {len(out)} (line {reader.line_num}): {exc}") from None
+    for index, start, row in csv_records(path, reader, header, McqDataError):
+        answer = answer_index.get(row[a_col].strip())
+        if answer is None:
+            raise McqDataError(
+                f"{path}: row {index} (line {start}): answer {row[a_col]!r} is not one of "
+                f"{', '.join(layout.answer_values)}"
+            )
+        out.append(Question(row[q_col], options_of(row), answer))
     return out
