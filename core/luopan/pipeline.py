@@ -268,12 +268,11 @@ class Run:
             result = self._run_unit(unit, started)
         except Exception as exc:
             msg = str(exc).splitlines()[0] if str(exc) else ""
-            log.error("unit_failed", unit=unit.id, error=f"{type(exc).__name__}: {msg}",
-                      traceback=traceback.format_exc())
-            result = UnitResult(unit.model.label, unit.dataset.label, error=f"{type(exc).__name__}: {msg}",
+            # luopan's own errors are already one readable line; others keep their type for context
+            error = msg if isinstance(exc, LuopanError) else f"{type(exc).__name__}: {msg}"
+            log.error("unit_failed", unit=unit.id, error=error, traceback=traceback.format_exc())
+            result = UnitResult(unit.model.label, unit.dataset.label, error=error,
                                 provenance=self._provenance(unit, started, None))
-            if isinstance(exc, LuopanError):
-                result.error = msg
             self._write_result(unit, result)
         log.info("unit_finish", unit=unit.id, seconds=round(time.perf_counter() - t0, 3), error=result.error)
         hook.luopan_unit_finish(run=self, unit=unit, result=result)

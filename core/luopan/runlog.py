@@ -19,9 +19,9 @@ def _secret_values() -> list[str]:
     return [v for k, v in os.environ.items() if len(v) >= 8 and re.search(r"(KEY|TOKEN|SECRET|PASSWORD)", k)]
 
 
-def redact_text(text: str) -> str:
+def redact_text(text: str, secrets: list[str] | None = None) -> str:
     """``text`` with the value of every credential-like environment variable replaced by ``***``."""
-    for s in _secret_values():
+    for s in _secret_values() if secrets is None else secrets:
         text = text.replace(s, "***")
     return text
 
@@ -32,10 +32,7 @@ def redact(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
         if SECRET_KEYS.search(str(k)) and not str(k).endswith("_tokens"):
             event[k] = "***"
         elif isinstance(v, str) and secrets:
-            for s in secrets:
-                if s in v:
-                    v = v.replace(s, "***")
-            event[k] = v
+            event[k] = redact_text(v, secrets)
     return event
 
 
