@@ -95,7 +95,14 @@ def _dispatch(args: argparse.Namespace) -> int:
     if failed:
         for r in failed:
             print(f"FAILED {r.model}/{r.dataset}: {r.error}", file=sys.stderr)
-        print(f"{len(failed)} of {len(results)} unit(s) failed; see {run.out / 'run.log'}", file=sys.stderr)
+            for item in r.failed_items[:10]:
+                print(f"  {item['subset']}/{item['id']}: {item['error']}", file=sys.stderr)
+            if len(r.failed_items) > 10:
+                print(f"  ... {len(r.failed_items) - 10} more in {run.out / 'results'}", file=sys.stderr)
+        n_items = sum(len(r.failed_items) for r in failed)
+        what = f"{len(failed)} of {len(results)} unit(s) failed" + (f" ({n_items} sample(s))" if n_items else "")
+        print(f"{what}; see {run.out / 'run.log'}. Rerunning the same command retries only what failed.",
+              file=sys.stderr)
         return 1
     return 0
 

@@ -8,16 +8,18 @@ inside the factory, never at registration.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from luopan.types import (
+    FailedResult,
     GenerationRequest,
     GenerationResult,
     LoglikelihoodRequest,
     LoglikelihoodResult,
     ModelKind,
+    Result,
     Sample,
     ScoredSample,
 )
@@ -50,6 +52,29 @@ class Backend(ABC):
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
         raise NotImplementedError(f"{type(self).__name__} cannot generate")
+
+    def stream(self, mode: str, requests: Sequence[Any]) -> Iterator[tuple[int, Result | FailedResult]]:
+        """Answer ``requests`` and yield ``(index, result)`` pairs as they complete, in any order.
+
+        The kernel caches what it receives as it goes (every ``chunk_size`` results or every second), so an
+        interruption loses little. The default calls :meth:`loglikelihood` or :meth:`generate` one
+        ``chunk_size`` at a time; concurrent backends (API clients) override it to yield each answer the
+        moment it arrives. A result may be a :class:`~luopan.types.FailedResult` for a request that failed
+        on its own; raising fails the whole unit (what was yielded before is kept).
+        """
+        call = self.loglikelihood if mode == "likelihood" else self.generate
+        chunk = max(1, int(self.chunk_size))
+        for start in range(0, len(requests), chunk):
+            part = requests[start : start + chunk]
+            outs = call(part)
+            if len(outs) != len(part):
+                raise RuntimeError(f"backend returned {len(outs)} results for {len(part)} requests")
+            yield from enumerate(outs, start)
+
+    def estimate(self, requests: Sequence[Any]) -> dict[str, Any]:
+        """Before a run (``--dry-run``): what answering ``requests`` would cost. The default says nothing;
+        API backends report requests, tokens, money and the time their rate limit implies."""
+        return {}
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources (GPU memory, server processes)."""
@@ -120,7 +145,9 @@ class UnitResult:
     display_names: dict[str, str] = field(default_factory=dict)
     error: str | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
-    usage: dict[str, int] = field(default_factory=dict)
+    usage: dict[str, Any] = field(default_factory=dict)
+    #: samples whose requests failed (``{"id", "subset", "error"}``); a rerun retries only these
+    failed_items: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(slots=True)

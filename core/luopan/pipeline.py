@@ -33,7 +33,7 @@ from luopan.errors import ConfigError, LuopanError
 from luopan.plugins import Registry, nearest
 from luopan.progress import Progress
 from luopan.runlog import configure_run_log, redact_text
-from luopan.types import GenerationRequest, LoglikelihoodRequest, Request, Sample
+from luopan.types import FailedResult, GenerationRequest, LoglikelihoodRequest, Request, Sample
 
 log = structlog.get_logger("luopan")
 
@@ -285,23 +285,16 @@ class Run:
         raw: list[Any] = [found.get(k) for k in keys]
         missing = [i for i, r in enumerate(raw) if r is None]
         task = self.progress.add(unit.id, total=len(keys), completed=len(keys) - len(missing))
+        failed: dict[int, str] = {}
         if missing:
             backend = self.backend(unit.model)
             if unit.model.label not in self._loaded:
                 backend.load()
                 self._loaded.add(unit.model.label)
-            chunk = max(1, int(getattr(backend, "chunk_size", 256)))
-            call = backend.loglikelihood if unit.mode == "likelihood" else backend.generate
-            for start in range(0, len(missing), chunk):
-                idx = missing[start : start + chunk]
-                outs = call([unit.requests[i] for i in idx])
-                if len(outs) != len(idx):
-                    raise RuntimeError(f"backend returned {len(outs)} results for {len(idx)} requests")
-                self.cache.put_many([(keys[i], o) for i, o in zip(idx, outs)])
-                for i, o in zip(idx, outs):
-                    raw[i] = o
-                self.progress.advance(task, len(idx), usage=_usage(outs))
+            failed = self._answer(unit, backend, missing, raw, task)
         self.progress.finish(task)
+        if failed:
+            return self._failed_result(unit, started, failed, raw)
         outputs = self._group_outputs(unit, raw)
         ds = self.dataset(unit.dataset)
         ev_name = unit.dataset.evaluator or ds.default_evaluator
@@ -324,11 +317,67 @@ class Run:
                 "score": sum(it.score for it in items) / len(items),
                 "metrics": {k: sum(v) / len(v) for k, v in extra.items()},
             })
-        usage = _usage(raw) if unit.mode == "generate" else {}
+        usage = _usage(raw, self._backends.get(unit.model.label)) if unit.mode == "generate" else {}
         result = UnitResult(unit.model.label, unit.dataset.label, evaluator.metric, subsets,
                             ds.categories(), dict(ds.display_names),
                             provenance=self._provenance(unit, started, ev_name), usage=usage)
         self._write_predictions(unit, outputs, scored)
+        self._write_result(unit, result)
+        return result
+
+    def _answer(self, unit: Unit, backend: Backend, missing: list[int], raw: list[Any], task: int) -> dict[int, str]:
+        """Stream the uncached requests through the backend, caching answers as they arrive (every
+        ``chunk_size`` answers or every second). Returns the failed requests' errors by request index."""
+        assert self.cache is not None
+        keys = unit.keys
+        flush_n = max(1, int(getattr(backend, "chunk_size", 256)))
+        failed: dict[int, str] = {}
+        buf: list[tuple[bytes, Any]] = []
+        n_done = 0
+        last = time.monotonic()
+
+        def flush() -> None:
+            nonlocal buf, n_done, last
+            if buf:
+                self.cache.put_many(buf)  # type: ignore[union-attr]
+            self.progress.advance(task, n_done, usage=_usage([o for _, o in buf]))
+            buf, n_done, last = [], 0, time.monotonic()
+
+        try:
+            for j, out in backend.stream(unit.mode, [unit.requests[i] for i in missing]):
+                i = missing[j]
+                n_done += 1
+                if isinstance(out, FailedResult):
+                    failed[i] = out.error
+                    log.warning("request_failed", unit=unit.id, request=i, error=out.error)
+                else:
+                    raw[i] = out
+                    buf.append((keys[i], out))
+                if len(buf) >= flush_n or time.monotonic() - last >= 1.0:
+                    flush()
+        finally:
+            flush()  # an exception or an interruption keeps every answer received so far
+        unanswered = [i for i in missing if raw[i] is None and i not in failed]
+        if unanswered:
+            raise RuntimeError(f"backend left {len(unanswered)} of {len(missing)} requests unanswered")
+        return failed
+
+    def _failed_result(self, unit: Unit, started: str, failed: dict[int, str], raw: list[Any]) -> UnitResult:
+        """Some requests failed: no score (it would count a partial set), the failed samples listed."""
+        owner: list[int] = []  # request index -> sample index
+        for si, s in enumerate(unit.samples):
+            owner.extend([si] * (len(s.choices or ()) if unit.mode == "likelihood" else 1))
+        items: dict[int, str] = {}
+        for i, err in sorted(failed.items()):
+            items.setdefault(owner[i], err)
+        failed_items = [{"id": unit.samples[si].id, "subset": unit.samples[si].subset, "error": err}
+                        for si, err in items.items()]
+        first = failed_items[0]
+        error = (f"{len(failed_items)} of {len(unit.samples)} samples failed (first: {first['id']}: "
+                 f"{first['error']}); rerun the same command to retry only them")
+        usage = _usage(raw, self._backends.get(unit.model.label)) if unit.mode == "generate" else {}
+        result = UnitResult(unit.model.label, unit.dataset.label, error=error, usage=usage,
+                            failed_items=failed_items, provenance=self._provenance(unit, started, None))
         self._write_result(unit, result)
         return result
 
@@ -413,7 +462,8 @@ def merge_shards(results: list[UnitResult]) -> list[UnitResult]:
         key = (r.model, r.dataset)
         if key not in merged:
             merged[key] = UnitResult(r.model, r.dataset, r.metric, [dict(s) for s in r.subsets], r.categories,
-                                     r.display_names, r.error, r.provenance, dict(r.usage))
+                                     r.display_names, r.error, r.provenance, dict(r.usage),
+                                     list(r.failed_items))
             continue
         m = merged[key]
         if r.error and not m.error:
@@ -430,14 +480,25 @@ def merge_shards(results: list[UnitResult]) -> list[UnitResult]:
                 m.subsets.append(dict(s))
                 by[s["subset"]] = m.subsets[-1]
         for k, v in r.usage.items():
-            m.usage[k] = m.usage.get(k, 0) + v
+            m.usage[k] = v if isinstance(v, str) else m.usage.get(k, 0) + v
+        m.failed_items.extend(r.failed_items)
     return list(merged.values())
 
 
-def _usage(outs: Sequence[Any]) -> dict[str, int]:
-    p = sum((getattr(o, "prompt_tokens", None) or 0) for o in outs)
-    c = sum((getattr(o, "completion_tokens", None) or 0) for o in outs)
-    return {"prompt_tokens": p, "completion_tokens": c}
+def _usage(outs: Sequence[Any], backend: Backend | None = None) -> dict[str, Any]:
+    """Token counts of answered requests, and their cost where the backend has a ``price`` (per million
+    tokens: ``{"prompt": 0.5, "completion": 1.5, "currency": "USD"}``)."""
+    p = c = 0
+    for o in outs:
+        if o is not None:
+            p += getattr(o, "prompt_tokens", None) or 0
+            c += getattr(o, "completion_tokens", None) or 0
+    usage: dict[str, Any] = {"prompt_tokens": p, "completion_tokens": c}
+    price = getattr(backend, "price", None)
+    if price:
+        usage["cost"] = round((p * price.get("prompt", 0) + c * price.get("completion", 0)) / 1e6, 6)
+        usage["currency"] = price.get("currency", "USD")
+    return usage
 
 
 def _dump_yaml(data: Any) -> str:
@@ -447,14 +508,42 @@ def _dump_yaml(data: Any) -> str:
 
 
 def print_plan(run: Run, file: Any = None) -> None:
+    """The dry run: units, requests, what is cached, and (for backends that can say, e.g. APIs) the tokens,
+    money and rate-limited time the uncached requests would cost. Nothing is sent."""
     file = file or sys.stdout
     units = run.units
     print(f"plan: {len(units)} unit(s); output folder {run.out}", file=file)
     total = cached = 0
+    totals: dict[str, Any] = defaultdict(float)
     for u in units:
         n_sub = len({s.subset for s in u.samples})
+        to_run = len(u.requests) - u.cached
         print(f"  {u.id}: mode={u.mode} subsets={n_sub} samples={len(u.samples)} "
-              f"requests={len(u.requests)} cached={u.cached} to_run={len(u.requests) - u.cached}", file=file)
+              f"requests={len(u.requests)} cached={u.cached} to_run={to_run}", file=file)
         total += len(u.requests)
         cached += u.cached
+        if to_run:
+            est = run.backend(u.model).estimate([r for r, k in zip(u.requests, u.keys) if k not in u.found])
+            if est:
+                print(f"    estimate: {format_estimate(est)}", file=file)
+                for k, v in est.items():
+                    if isinstance(v, (int, float)) and not isinstance(v, bool):
+                        totals[k] += v
+                    else:
+                        totals[k] = v
     print(f"total: {total} requests, {cached} cached, {total - cached} to run", file=file)
+    if totals:
+        print(f"estimate for the whole run: {format_estimate(totals)}", file=file)
+
+
+def format_estimate(est: dict[str, Any]) -> str:
+    parts = []
+    if "prompt_tokens" in est:
+        parts.append(f"~{int(est['prompt_tokens']):,} prompt tokens")
+    if "completion_tokens" in est:
+        parts.append(f"<= {int(est['completion_tokens']):,} completion tokens")
+    if "cost" in est:
+        parts.append(f"<= {est['cost']:.4f} {est.get('currency', 'USD')}")
+    if est.get("minutes"):
+        parts.append(f">= {est['minutes']:.1f} min at the rate limit")
+    return ", ".join(parts) or "-"

@@ -12,11 +12,20 @@ import structlog
 
 SECRET_KEYS = re.compile(r"(api[_-]?key|authorization|token|secret|password)$", re.I)
 _open_files: list[Any] = []
+_registered: set[str] = set()
+
+
+def add_secret(value: str) -> None:
+    """Redact ``value`` everywhere from now on (a backend registers the API key it read, whatever the name
+    of the variable that held it)."""
+    if value and len(value) >= 4:
+        _registered.add(value)
 
 
 def _secret_values() -> list[str]:
-    """Values of environment variables that look like credentials: never written anywhere."""
-    return [v for k, v in os.environ.items() if len(v) >= 8 and re.search(r"(KEY|TOKEN|SECRET|PASSWORD)", k)]
+    """Values of environment variables that look like credentials, and registered secrets: never written."""
+    found = [v for k, v in os.environ.items() if len(v) >= 8 and re.search(r"(KEY|TOKEN|SECRET|PASSWORD)", k)]
+    return sorted(set(found) | _registered, key=len, reverse=True)
 
 
 def redact_text(text: str, secrets: list[str] | None = None) -> str:
@@ -48,8 +57,8 @@ def configure_run_log(path: Path) -> None:
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
-            redact,
             structlog.processors.format_exc_info,
+            redact,  # after exc_info is rendered: tracebacks are redacted too
             structlog.processors.JSONRenderer(ensure_ascii=False),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_stdlib_logging.INFO),

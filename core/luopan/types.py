@@ -139,6 +139,20 @@ class GenerationResult:
         return json.dumps(self.to_dict(), ensure_ascii=False)
 
 
+@dataclass(slots=True)
+class FailedResult:
+    """A request that could not be answered (a 401, a context-length error, retries exhausted).
+
+    Backends return it in a request's place instead of raising, so the other requests of the call still
+    count. It is never cached: rerunning the same command retries exactly the failed requests.
+    """
+
+    error: str
+
+    def to_json(self) -> str:  # pragma: no cover - guarded: the cache refuses failed results
+        raise TypeError("a FailedResult is never cached")
+
+
 def result_from_json(text: str) -> LoglikelihoodResult | GenerationResult:
     """Decode a cached result: a JSON array is a log-likelihood, an object a generation."""
     v = _loads(text)

@@ -1,0 +1,18 @@
+"""The ``openai`` backend: any OpenAI-compatible service (OpenAI, DeepSeek, SiliconFlow, InternLM Puyu, local
+vLLM / LMDeploy / llama.cpp servers) through the official async SDK, with run-wide rate limits, retries and
+token accounting. Registration only: the SDK is imported when a run loads the model."""
+
+from luopan import hookimpl
+
+
+@hookimpl
+def luopan_register_backends(register):
+    from luopan_openai.backend import OpenAIBackend
+    from luopan_openai.params import OpenAIParams
+
+    register(
+        "openai",
+        OpenAIBackend,
+        params=OpenAIParams,
+        description="OpenAI-compatible API (chat or completions) with shared rate limits and retries",
+    )
