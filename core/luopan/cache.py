@@ -68,9 +68,13 @@ def request_keys(identity_json: str, requests: Sequence[Request]) -> list[bytes]
 class RequestCache:
     """Maps request keys to results. ``path=None`` keeps nothing (caching disabled)."""
 
-    def __init__(self, path: str | Path | None) -> None:
+    def __init__(self, path: str | Path | None, *, readonly: bool = False) -> None:
         self.path = Path(path) if path is not None else None
         self._db: sqlite3.Connection | None = None
+        if self.path is not None and readonly:  # a dry run: look up, create and write nothing
+            if self.path.exists():
+                self._db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=60)
+            return
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(self.path, timeout=60, isolation_level=None)

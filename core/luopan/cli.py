@@ -81,7 +81,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
     from luopan.pipeline import Run, print_plan
 
-    run = Run(cfg, reg, progress=not args.no_progress)
+    run = Run(cfg, reg, progress=not args.no_progress, dry_run=args.dry_run)
     run.plan()
     if args.dry_run:
         print_plan(run)
@@ -96,7 +96,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         for r in failed:
             print(f"FAILED {r.model}/{r.dataset}: {r.error}", file=sys.stderr)
             for item in r.failed_items[:10]:
-                print(f"  {item['subset']}/{item['id']}: {item['error']}", file=sys.stderr)
+                print(f"  {item['id']}: {item['error']}", file=sys.stderr)
             if len(r.failed_items) > 10:
                 print(f"  ... {len(r.failed_items) - 10} more in {run.out / 'results'}", file=sys.stderr)
         n_items = sum(len(r.failed_items) for r in failed)

@@ -81,10 +81,11 @@ class Run:
     """One execution of a run config."""
 
     def __init__(self, config: RunConfig, registry: Registry, *, progress: bool = True,
-                 backend_override: str | None = None) -> None:
+                 backend_override: str | None = None, dry_run: bool = False) -> None:
         self.config = config
         self.registry = registry
         self.show_progress = progress
+        self.dry_run = dry_run  # plan only: the cache is read if it exists, nothing is created
         self.run_id = config.run.name or datetime.now().strftime("%Y%m%d_%H%M%S")
         self.output_dir = Path(config.run.output_dir)
         if not self.output_dir.is_absolute():
@@ -133,7 +134,7 @@ class Run:
         """Build every unit's samples, requests and cache keys. Executes nothing."""
         set_run_dir(self.config.base_dir)
         if self.cache is None:
-            self.cache = RequestCache(self.cache_path)
+            self.cache = RequestCache(self.cache_path, readonly=self.dry_run)
         units = []
         samples_by_ds: dict[str, list[Sample]] = {}
         for ds in self.config.datasets:

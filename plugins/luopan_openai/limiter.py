@@ -6,7 +6,7 @@ draw from one schedule kept in a small state file under ``~/.cache/luopan/rateli
 ``$LUOPAN_STATE_DIR/ratelimit``), read and written under an exclusive ``flock``.
 
 The schedule is the generic cell rate algorithm (GCRA): each request takes the next free slot, slots
-``60/rpm`` seconds apart, so requests are spread evenly and a provider's sliding window never sees more
+``60/rpm`` seconds apart (plus 1% against network jitter), so requests are spread evenly and a provider's sliding window never sees more
 than ``rpm`` in any minute. Tokens are a bucket of one minute's capacity (``tpm``): a request costs its
 estimated tokens up front, corrected once the usage is known. A ``429`` with ``Retry-After`` pauses every
 worker until then (:meth:`RateLimiter.pause`), not just the one that got it.
@@ -30,6 +30,7 @@ try:  # POSIX: share the schedule between processes
 except ImportError:  # pragma: no cover - Windows: shared within the process only
     fcntl = None  # type: ignore[assignment]
 
+SAFETY = 0.01
 _LOCKS: dict[str, threading.Lock] = {}
 _MEMORY: dict[str, dict[str, float]] = {}
 _GUARD = threading.Lock()
@@ -53,8 +54,10 @@ class RateLimiter:
         self.scope = scope
         self.rpm = rpm
         self.tpm = tpm
-        self.req_interval = 60.0 / rpm if rpm else 0.0
-        self.tok_interval = 60.0 / tpm if tpm else 0.0
+        # slots 1% wider than 60/rpm: network jitter can bring two requests closer than their slots, and
+        # exactly-spaced slots would then put rpm + 1 requests in some provider's sliding minute
+        self.req_interval = 60.0 / rpm * (1 + SAFETY) if rpm else 0.0
+        self.tok_interval = 60.0 / tpm * (1 + SAFETY) if tpm else 0.0
         digest = hashlib.sha256(scope.encode()).hexdigest()[:24]
         self.path: Path | None = None
         if shared and fcntl is not None:
@@ -65,6 +68,9 @@ class RateLimiter:
         with _GUARD:
             self._lock = _LOCKS.setdefault(key, threading.Lock())
             self._mem = _MEMORY.setdefault(key, {"req": 0.0, "tok": 0.0, "pause": 0.0})
+
+    #: the wall-clock time of the last slot this object reserved
+    last_slot: float = 0.0
 
     @property
     def active(self) -> bool:
@@ -108,6 +114,7 @@ class RateLimiter:
                 st["tok"] = max(st["tok"], start) + cost
             if self.req_interval:
                 st["req"] = start + self.req_interval
+            self.last_slot = start
             return start - now
 
     async def acquire(self, tokens: int = 0) -> None:
