@@ -65,12 +65,17 @@ def result(folder: Path, name: str = "r") -> dict:
 
 
 def test_generation_usage_and_cache(tmp_path, proxy, capsys):
-    path = write_run(tmp_path, proxy.base_url, n=12, max_concurrency=4)
+    price = {"prompt": 2.0, "completion": 8.0, "currency": "CNY"}
+    path = write_run(tmp_path, proxy.base_url, n=12, max_concurrency=4, price=price)
+    assert main(["run", str(path), "--dry-run"]) == 0
+    assert "CNY" in capsys.readouterr().out  # the dry run prices the plan
     assert main(["run", str(path), "--no-progress"]) == 0
     preds = predictions(tmp_path)
     assert len(preds) == 12 and all(p["output"].startswith("The answer is ") for p in preds)
     usage = result(tmp_path)["usage"]
     assert usage["prompt_tokens"] > 0 and usage["completion_tokens"] > 0
+    expected = (usage["prompt_tokens"] * 2.0 + usage["completion_tokens"] * 8.0) / 1e6
+    assert usage["cost"] == pytest.approx(expected) and usage["currency"] == "CNY"
     assert "prompt tokens" in capsys.readouterr().out  # the summary's usage note
     assert proxy.stats.received == 12
     assert main(["run", str(path), "--no-progress"]) == 0  # rerun: everything cached, nothing sent

@@ -49,8 +49,10 @@ class DefaultSummarizer(Summarizer):
                 if u is not None and u.error:
                     notes.append(f"{u.model} on {ds} FAILED: {u.error}")
                 if u is not None and u.usage and any(u.usage.values()):
-                    notes.append(f"{u.model} on {ds}: {u.usage.get('prompt_tokens', 0)} prompt tokens, "
-                                 f"{u.usage.get('completion_tokens', 0)} completion tokens")
+                    cost = (f", cost {u.usage['cost']:.4f} {u.usage.get('currency', 'USD')}"
+                            if "cost" in u.usage else "")
+                    notes.append(f"{u.model} on {ds}: {u.usage.get('prompt_tokens', 0):,} prompt tokens, "
+                                 f"{u.usage.get('completion_tokens', 0):,} completion tokens{cost}")
         return [SummaryTable("Summary", ["dataset", "subset", "metric", "n"] + models, rows, notes)]
 
 
