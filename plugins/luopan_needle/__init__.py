@@ -1,0 +1,38 @@
+"""Needle in a haystack: long-context retrieval over a grid of context lengths x depths x seeded repeats.
+
+Registers the ``needle`` dataset loader, the ``needle_match`` evaluator, a config check (the answer budget must
+cover the models' ``max_new_tokens``) and a run-finish hook that draws the heatmaps and tables. Heavy imports
+(transformers, OpenCC, matplotlib) happen only when a run uses them.
+"""
+
+from luopan import hookimpl
+
+
+@hookimpl
+def luopan_register_datasets(register):
+    from luopan_needle.dataset import NeedleDataset, NeedleParams
+
+    register("needle", NeedleDataset, params=NeedleParams,
+             description="needle in a haystack: context lengths x depths x repeats, single/multi/reasoning needles")
+
+
+@hookimpl
+def luopan_register_evaluators(register):
+    from luopan_needle.evaluator import NeedleMatch, NeedleMatchParams
+
+    register("needle_match", NeedleMatch, params=NeedleMatchParams,
+             description="needle key phrases found after normalisation (fraction of needles); optional LLM judge")
+
+
+@hookimpl
+def luopan_validate_config(config, source):
+    from luopan_needle.checks import check_answer_budget
+
+    check_answer_budget(config, source)
+
+
+@hookimpl
+def luopan_run_finish(run, results):
+    from luopan_needle.report import write_needle_reports
+
+    write_needle_reports(run, results)

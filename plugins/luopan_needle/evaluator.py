@@ -1,0 +1,140 @@
+"""The ``needle_match`` evaluator: key phrases found in the answer after normalisation, optionally an LLM judge.
+
+Score = the fraction of the task's answer groups found (single needle: 0 or 1; k needles: found/k; reasoning: the
+combined answer). Normalisation: NFKC (full-width letters, digits and punctuation become half-width), case folded,
+punctuation removed, traditional Chinese folded to simplified (OpenCC t2s) unless ``fold_chinese: false``.
+
+With ``judge`` (a model preset or backend), a judge model also reads each answer and says how many of the facts it
+states; its verdict is reported as ``judge`` and becomes the score with ``primary: judge``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from luopan.components import Backend, EvalContext, Evaluator
+from luopan.errors import ConfigError
+from luopan.types import GenerationConfig, GenerationRequest, Sample, ScoredSample
+from luopan_needle.text import contains_key
+
+JUDGE_PROMPT = (
+    "You are grading an answer to a question about a long document. The document contained these facts:\n"
+    "{facts}\n\nQuestion: {question}\nAnswer to grade: {answer}\n\n"
+    "How many of the {k} reference answers below does the answer state correctly?\n{references}\n\n"
+    "Reply with one number from 0 to {k} and nothing else."
+)
+
+
+class JudgeSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    preset: str | None = Field(default=None, description="a model preset (registry.yaml or a plugin's)")
+    backend: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    max_new_tokens: int = Field(default=8, ge=1)
+
+    @model_validator(mode="after")
+    def _one(self) -> JudgeSpec:
+        if not self.preset and not self.backend:
+            raise ValueError("a judge names a preset or a backend")
+        return self
+
+
+class NeedleMatchParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    fold_chinese: bool = Field(default=True, description="compare Chinese in simplified characters (OpenCC t2s)")
+    judge: JudgeSpec | None = None
+    primary: Literal["keyphrase", "judge"] = "keyphrase"
+
+    @model_validator(mode="after")
+    def _primary(self) -> NeedleMatchParams:
+        if self.primary == "judge" and self.judge is None:
+            raise ValueError("primary: judge needs a judge")
+        return self
+
+
+def groups_found(output: str, answers: Sequence[Sequence[str]], *, fold_chinese: bool = True) -> list[bool]:
+    """For each answer group: whether any of its key phrases is in ``output``."""
+    return [any(contains_key(output, k, fold_chinese=fold_chinese) for k in group) for group in answers]
+
+
+def build_judge(spec: JudgeSpec) -> Backend:
+    from luopan.plugins import get_registry
+
+    reg = get_registry()
+    backend, params = spec.backend, dict(spec.params)
+    if spec.preset:
+        fields = reg.preset("model", spec.preset).fields
+        backend = backend or fields.get("backend")
+        params = {**(fields.get("params") or {}), **params}
+    if not backend:
+        raise ConfigError(f"needle_match: judge preset '{spec.preset}' names no backend")
+    b = reg.get("backend", backend).build(params)
+    b.kind = "chat"
+    return b
+
+
+class NeedleMatch(Evaluator):
+    metric = "recall"
+
+    def __init__(self, fold_chinese: bool = True, judge: dict[str, Any] | JudgeSpec | None = None,
+                 primary: str = "keyphrase", judge_backend: Backend | None = None) -> None:
+        self.fold_chinese = fold_chinese
+        self.judge_spec = JudgeSpec(**judge) if isinstance(judge, dict) else judge
+        self.primary = primary
+        self._judge = judge_backend
+
+    def score(self, samples: Sequence[Sample], outputs: Sequence[Any], ctx: EvalContext) -> list[ScoredSample]:
+        if ctx.mode != "generate":
+            raise ConfigError("needle_match scores generated answers: set 'mode: generate' for this dataset")
+        texts = [o.text for o in outputs]
+        verdicts = self._judge_all(samples, texts) if (self.judge_spec or self._judge) else None
+        scored = []
+        for i, (s, text) in enumerate(zip(samples, texts)):
+            answers = s.target if isinstance(s.target, list) else [[str(s.target)]]
+            answers = [[a] if isinstance(a, str) else list(a) for a in answers]
+            found = groups_found(text, answers, fold_chinese=self.fold_chinese)
+            k = len(found)
+            key_score = sum(found) / k if k else 0.0
+            extra: dict[str, Any] = {"found": sum(found), "needles": k, "all_found": float(all(found)),
+                                     "groups_found": found}
+            if s.meta:
+                extra["cell"] = {x: s.meta.get(x) for x in ("task", "kind", "length", "depth", "repeat", "tokens",
+                                                            "needle_depths")}
+            score = key_score
+            if verdicts is not None:
+                extra["keyphrase"] = key_score
+                extra["judge"] = verdicts[i]
+                if self.primary == "judge":
+                    score = verdicts[i]
+            scored.append(ScoredSample(s.id, s.subset, score, text.strip()[:200], extra))
+        return scored
+
+    def _judge_all(self, samples: Sequence[Sample], texts: Sequence[str]) -> list[float]:
+        if self._judge is None:
+            assert self.judge_spec is not None
+            self._judge = build_judge(self.judge_spec)
+            self._judge.load()
+        max_new = self.judge_spec.max_new_tokens if self.judge_spec else 8
+        reqs, ks = [], []
+        for s, text in zip(samples, texts):
+            answers = s.target if isinstance(s.target, list) else [[str(s.target)]]
+            needles = (s.meta or {}).get("needles") or []
+            question = (s.meta or {}).get("question") or ""
+            refs = "\n".join(f"- {a if isinstance(a, str) else ' / '.join(a)}" for a in answers)
+            prompt = JUDGE_PROMPT.format(facts="\n".join(f"- {n}" for n in needles), question=question,
+                                         answer=text.strip()[:2000], k=len(answers), references=refs)
+            reqs.append(GenerationRequest(messages=(("user", prompt),),
+                                          config=GenerationConfig(max_new_tokens=max_new)))
+            ks.append(len(answers))
+        outs = self._judge.generate(reqs)
+        verdicts = []
+        for o, k in zip(outs, ks):
+            m = re.search(r"\d+", o.text)
+            verdicts.append(min(k, int(m.group())) / k if m and k else 0.0)
+        return verdicts
