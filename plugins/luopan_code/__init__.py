@@ -1,0 +1,36 @@
+"""Code generation benchmarks: the ``code`` dataset loader (HumanEval, MBPP with their standard prompts) and
+the ``code_pass`` evaluator, which runs each answer against its tests in a sandbox (a separate process per
+program with a timeout, memory, process and file limits, no network and a throwaway, the only writable,
+folder) and reports pass@1 and the unbiased pass@k.
+
+This module only registers; the code lives in :mod:`luopan_code.dataset`, :mod:`luopan_code.evaluator`,
+:mod:`luopan_code.sandbox`, :mod:`luopan_code.programs` and :mod:`luopan_code.passk`. See docs/code.md.
+"""
+
+from typing import Any
+
+from luopan import hookimpl
+
+
+@hookimpl
+def luopan_register_datasets(register: Any) -> None:
+    from luopan_code.dataset import CodeDataset, CodeParams
+
+    register(
+        "code",
+        CodeDataset,
+        params=CodeParams,
+        description="HumanEval and MBPP problems with their standard prompts (scored by code_pass)",
+    )
+
+
+@hookimpl
+def luopan_register_evaluators(register: Any) -> None:
+    from luopan_code.evaluator import CodePass, CodePassParams
+
+    register(
+        "code_pass",
+        CodePass,
+        params=CodePassParams,
+        description="runs generated code against its tests in a sandbox: pass@1 and unbiased pass@k",
+    )
