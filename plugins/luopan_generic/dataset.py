@@ -10,12 +10,24 @@ For multiple choice, the continuations scored are ``target_delimiter + choice``.
 Chat models get ``chat_prompt`` (default: ``prompt``) as the user turn; with few-shot examples, each example
 is a user turn and its answer an assistant turn before it (``fewshot_as_multiturn``), or the base-model
 few-shot block is put in front of the user turn.
+
+Multiple choice has two more forms, both scored by the ``accuracy`` evaluator, which groups the samples of a
+question again through ``Sample.meta``:
+
+* ``circular: true`` (CircularEval): each question is asked once per rotation of its options (A B C D,
+  B C D A, ...); templates show the options of the sample's order through ``_choices`` / ``_labels``;
+  ``meta["circular"] = {"group", "rotation", "n"}``. Plain accuracy is the original order's.
+* ``continuation`` (lm-eval's "multiple input", WinoGrande's partial evaluation): each choice completes the
+  prompt (it fills the blank), and the same continuation after it is what is scored, so a question becomes one
+  sample per choice with that one continuation; ``meta["partial"] = {"group", "option", "n"}``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import random
+import string
+from collections import ChainMap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -43,6 +55,7 @@ from luopan_generic.readers import (
 )
 from luopan_mcq.templates import PromptTemplate, validate_template
 
+_LETTERS = string.ascii_uppercase
 #: file names that name a split, not a benchmark: "gsm8k/test.jsonl" is the benchmark gsm8k
 _SPLIT_NAMES = frozenset({"test", "train", "dev", "val", "valid", "validation", "eval", "data"})
 
@@ -72,7 +85,10 @@ class FilesParams(BaseModel):
         default=None, description="name of the single subset; default the folder's (or file's) name"
     )
     subset_field: str | None = Field(default=None, description="a column whose values become the subsets")
-    prompt: str = Field(description="the base-model text of one row: a template or a field name")
+    prompt: str | None = Field(
+        default=None,
+        description="the base-model text of one row: a template or a field name (optional with continuation)",
+    )
     chat_prompt: str | None = Field(default=None, description="the user turn for chat models; default prompt")
     target: str | None = Field(default=None, description="the gold answer: a template or a field name")
     choices: str | list[str] | None = Field(
@@ -81,8 +97,35 @@ class FilesParams(BaseModel):
     target_index: str | None = Field(
         default=None, description="multiple choice: the gold choice (0-based index, letter or choice text)"
     )
+    choice_labels: list[str] | None = Field(
+        default=None,
+        description="multiple choice with lettered options (MMLU style): score these labels (A, B, ...) and "
+        "show the choices in the prompt through _choices / _labels",
+    )
     target_delimiter: str = Field(default=" ", description="between a prompt and its answer (lm-eval)")
-    description: str = Field(default="", description="text before the few-shot block; a template of 'subset'")
+    description: str = Field(
+        default="",
+        description="text before the few-shot block; a template of 'subset' and of the subset's first row",
+    )
+    continuation: str | None = Field(
+        default=None,
+        description="multiple choice with the choices in the context (WinoGrande): each choice completes the "
+        "prompt and this text after it (a template or field) is scored",
+    )
+    circular: bool = Field(
+        default=False,
+        description="CircularEval: ask each question once per rotation of its options (templates show them "
+        "through _choices and _labels); the accuracy evaluator reports circular_accuracy",
+    )
+    meta: dict[str, str] = Field(
+        default_factory=dict,
+        description="Sample.meta key -> a field or template of the row (for evaluators that need more)",
+    )
+    fewshot_rows: list[dict[str, Any]] | None = Field(
+        default=None,
+        description="few-shot examples written in the run file (lm-eval's fewshot_config.samples), "
+        "used instead of fewshot_split",
+    )
     fewshot_split: str = Field(default="train", description="where few-shot examples come from")
     fewshot_template: str | None = Field(
         default=None, description="one few-shot example (a template of its row); default prompt + answer"
@@ -95,7 +138,7 @@ class FilesParams(BaseModel):
         default=True, description="chat models: few-shot examples as user/assistant turns"
     )
 
-    @field_validator("prompt", "chat_prompt", "target", "target_index")
+    @field_validator("prompt", "chat_prompt", "target", "target_index", "continuation")
     @classmethod
     def _mapping_compiles(cls, value: str | None, info: Any) -> str | None:
         if value is not None:
@@ -118,8 +161,8 @@ class FilesParams(BaseModel):
                 )
             RowField("choices", value)
         elif isinstance(value, list):
-            if len(value) < 2:
-                raise ValueError(f"multiple choice needs at least 2 choices, got {len(value)}")
+            if not value:
+                raise ValueError("multiple choice needs at least 1 choice")
             for i, v in enumerate(value):
                 RowField(f"choices[{i}]", v)
         return value
@@ -142,7 +185,21 @@ class FilesParams(BaseModel):
             raise ValueError(
                 "'subset' names the single subset; with 'subset_field' the subsets come from the data"
             )
-        if self.fewshot_split == self.split:
+        if self.prompt is None and self.continuation is None:
+            raise ValueError("give 'prompt' (the text of one row)")
+        if self.continuation is not None and self.choices is None:
+            raise ValueError("'continuation' needs 'choices' (the texts that each complete the prompt)")
+        if self.circular and self.choices is None:
+            raise ValueError("'circular' rotates the options of multiple choice: it needs 'choices'")
+        if self.choice_labels is not None and (self.choices is None or self.continuation is not None):
+            raise ValueError("'choice_labels' label the options of 'choices' (and not with 'continuation')")
+        if self.choice_labels is not None and len(set(self.choice_labels)) != len(self.choice_labels):
+            raise ValueError(f"choice_labels must be distinct, got {self.choice_labels}")
+        if self.circular and self.continuation is not None:
+            raise ValueError("'circular' and 'continuation' do not go together: the choices are the contexts")
+        for key, value in self.meta.items():
+            RowField(f"meta.{key}", value)
+        if self.fewshot_split == self.split and self.fewshot_rows is None:
             raise ValueError(
                 f"fewshot_split '{self.fewshot_split}' is the split scored: examples would give answers away"
             )
@@ -170,13 +227,26 @@ class FilesDataset(Dataset):
                 f"files: no split '{p.split}' in {self._where()} (splits: {', '.join(splits) or 'none'})"
             )
         self._splits_available = splits
-        self.fields: dict[str, RowField] = {"prompt": RowField("prompt", p.prompt)}
+        self.fields: dict[str, RowField] = {}
+        if p.prompt is not None:
+            self.fields["prompt"] = RowField("prompt", p.prompt)
         if p.chat_prompt is not None:
             self.fields["chat_prompt"] = RowField("chat_prompt", p.chat_prompt)
         if p.target is not None:
             self.fields["target"] = RowField("target", p.target)
         if p.target_index is not None:
             self.fields["target_index"] = RowField("target_index", p.target_index)
+        if p.continuation is not None:
+            self.fields["continuation"] = RowField("continuation", p.continuation)
+        self._meta = {k: RowField(f"meta.{k}", v) for k, v in p.meta.items()}
+        # templates that show the options of the sample's order (circular, choice_labels) read these two
+        reads = set().union(*(f.variables for k, f in self.fields.items() if k in ("prompt", "chat_prompt")))
+        self._shows_options = bool(reads & {"_choices", "_labels"})
+        if p.circular and not self._shows_options and p.choice_labels is not None:
+            raise ConfigError(
+                "files: 'circular' rotates the options, but neither prompt nor chat_prompt shows them: "
+                "use {{ _choices }} (and {{ _labels }}) in the templates"
+            )
         self._choices: RowField | list[RowField] | None = None
         if isinstance(p.choices, str):
             self._choices = RowField("choices", p.choices)
@@ -186,6 +256,7 @@ class FilesDataset(Dataset):
             RowField("subset_field", p.subset_field, template=False) if p.subset_field else None
         )
         self._description = PromptTemplate("description", p.description)
+        self._description_reads_row = bool(self._description.variables - {"subset"})
         self._fewshot = PromptTemplate("fewshot_template", p.fewshot_template) if p.fewshot_template else None
         self.default_evaluator = "accuracy" if p.choices is not None else "exact_match"
         self._rows: dict[str, SplitRows] = {}
@@ -265,50 +336,82 @@ class FilesDataset(Dataset):
                 raise ConfigError(f"files: no subset '{subset}' in field '{self.params.subset_field}'")
             indices = groups[subset]
         head = self._head(subset, shots)
-        p = self.params
-        fields = self.fields
-        prompt = fields["prompt"]
-        chat = fields.get("chat_prompt")
-        multiturn = head.messages is not None
-        samples = []
+        samples: list[Sample] = []
         rows = split.rows
         for i in indices:
-            row = rows[i]
             try:
-                text = prompt.text(row)
-                chat_text = chat.text(row) if chat is not None else text
-                choices = self._choices_of(row)
-                if choices is not None:
-                    target: Any = choice_index(fields["target_index"](row), choices)
-                    answer = choices[target]
-                else:
-                    target = fields["target"](row)
-                    answer = None
+                self._row_samples(samples, subset, i, rows[i], head)
             except FieldError as exc:
                 raise FilesDataError(f"{split.where(i)}: {exc}") from None
-            messages = None
-            if multiturn:
-                messages = [dict(m) for m in head.messages or ()]
-                messages.append({"role": "user", "content": chat_text})
-            else:
-                chat_text = head.chat_prefix + chat_text
-            meta: dict[str, Any] = {"row": i}
-            if answer is not None:
-                meta["answer"] = answer
-            samples.append(
-                Sample(
-                    id=f"{subset}/{i}",
-                    subset=subset,
-                    prompt=head.prefix + text,
-                    target=target,
-                    choices=[p.target_delimiter + c for c in choices] if choices is not None else None,
-                    prefix=head.prefix,
-                    chat_prompt=chat_text,
-                    messages=messages,
-                    meta=meta,
-                )
-            )
         return samples
+
+    def _row_samples(self, out: list[Sample], subset: str, i: int, row: dict[str, Any], head: _Head) -> None:
+        """Append the samples of one row: one, or one per rotation (circular) or per choice (continuation)."""
+        p = self.params
+        fields = self.fields
+        prompt, chat = fields.get("prompt"), fields.get("chat_prompt")
+        choices = self._choices_of(row)
+        meta: dict[str, Any] = {"row": i}
+        for key, f in self._meta.items():
+            meta[key] = f(row)
+        if choices is None:
+            target: Any = fields["target"](row)
+            text = prompt.text(row) if prompt is not None else ""
+            out.append(self._sample(f"{subset}/{i}", subset, text, chat.text(row) if chat else text, target,
+                                    None, head, meta))
+            return
+        gold = choice_index(fields["target_index"](row), choices)
+        n = len(choices)
+        delim = p.target_delimiter
+        meta["target_delimiter"] = delim
+        if p.continuation is not None:  # one sample per choice, each scoring the same continuation
+            scored = [delim + fields["continuation"].text(row)]
+            lead = prompt.text(row) if prompt is not None else ""
+            for k, context in enumerate(choices):
+                m = dict(meta, partial={"group": f"{subset}/{i}", "option": k, "n": n})
+                if k == gold:
+                    m["answer"] = context
+                sid = f"{subset}/{i}" if k == 0 else f"{subset}/{i}@{k}"
+                out.append(self._sample(sid, subset, lead + context, lead + context, gold, scored, head, m))
+            return
+        labels = p.choice_labels
+        if labels is not None and len(labels) != n:
+            raise FieldError(f"field 'choices': {n} choices for {len(labels)} choice_labels")
+        shown = labels or [_LETTERS[k] if k < len(_LETTERS) else str(k + 1) for k in range(n)]
+        for r in range(n if p.circular else 1):
+            order = choices[r:] + choices[:r]
+            target = (gold - r) % n
+            view = ChainMap({"_choices": order, "_labels": shown}, row) if self._shows_options else row
+            text = prompt.text(view) if prompt is not None else ""
+            m = dict(meta, answer=(labels[target] if labels else order[target]))
+            if self._shows_options:
+                m.update(labels=list(shown), options=list(order))
+            if p.circular:
+                m["circular"] = {"group": f"{subset}/{i}", "rotation": r, "n": n}
+            scored = [delim + c for c in (labels or order)]
+            sid = f"{subset}/{i}" if r == 0 else f"{subset}/{i}@{r}"
+            out.append(self._sample(sid, subset, text, chat.text(view) if chat else text, target, scored, head, m))
+
+    @staticmethod
+    def _sample(sid: str, subset: str, text: str, chat_text: str, target: Any, choices: list[str] | None,
+                head: _Head, meta: dict[str, Any]) -> Sample:
+        messages = None
+        if head.messages is not None:
+            messages = [dict(m) for m in head.messages]
+            messages.append({"role": "user", "content": chat_text})
+        else:
+            chat_text = head.chat_prefix + chat_text
+        return Sample(
+            id=sid,
+            subset=subset,
+            prompt=head.prefix + text,
+            target=target,
+            choices=choices,
+            prefix=head.prefix,
+            chat_prompt=chat_text,
+            messages=messages,
+            meta=meta,
+        )
 
     def fingerprint(self) -> str:
         files = sorted({f for rows in self._rows.values() for f in rows.files})
@@ -331,6 +434,7 @@ class FilesDataset(Dataset):
                 ("target_index", p.target_index),
                 ("description", p.description),
                 ("fewshot_template", p.fewshot_template),
+                ("continuation", p.continuation),
             )
             if v not in (None, "")
         }
@@ -347,6 +451,9 @@ class FilesDataset(Dataset):
             "fewshot_delimiter": p.fewshot_delimiter,
             "fewshot_seed": p.fewshot_seed,
             "fewshot_as_multiturn": p.fewshot_as_multiturn,
+            **({"choice_labels": p.choice_labels} if p.choice_labels else {}),
+            **({"circular": True} if p.circular else {}),
+            **({"fewshot_rows": len(p.fewshot_rows)} if p.fewshot_rows is not None else {}),
         }
 
     # ------------------------------------------------------------ helpers
@@ -357,21 +464,35 @@ class FilesDataset(Dataset):
         if isinstance(spec, list):
             return [f.text(row) for f in spec]
         value = spec(row)
-        if not isinstance(value, (list, tuple)) or len(value) < 2:
-            raise FieldError(
-                f"field 'choices': '{spec.source}' holds {_short(value)}, not a list of 2 or more choices"
-            )
+        if not isinstance(value, (list, tuple)) or not value:
+            raise FieldError(f"field 'choices': '{spec.source}' holds {_short(value)}, not a list of choices")
         return [v if isinstance(v, str) else str(v) for v in value]
 
-    def _answer_text(self, row: dict[str, Any]) -> str:
-        """The answer a few-shot example shows: the gold choice, or the target (its first, for a list)."""
+    def _example(self, row: dict[str, Any]) -> tuple[str, str, str]:
+        """A few-shot example: (the question text, the chat user turn, the answer it shows). The answer is the
+        gold choice (its label with choice_labels), or the target (its first, for a list); with continuation
+        the question is the gold choice and the answer the continuation."""
+        fields = self.fields
+        prompt, chat = fields.get("prompt"), fields.get("chat_prompt")
         choices = self._choices_of(row)
-        if choices is not None:
-            return choices[choice_index(self.fields["target_index"](row), choices)]
-        target = self.fields["target"](row)
-        if isinstance(target, (list, tuple)):
-            target = target[0] if target else ""
-        return target if isinstance(target, str) else str(target)
+        view: Any = row
+        if choices is None:
+            target = fields["target"](row)
+            if isinstance(target, (list, tuple)):
+                target = target[0] if target else ""
+            answer = target if isinstance(target, str) else str(target)
+        else:
+            gold = choice_index(fields["target_index"](row), choices)
+            if self.params.continuation is not None:
+                text = (prompt.text(row) if prompt is not None else "") + choices[gold]
+                return text, text, fields["continuation"].text(row)
+            labels = self.params.choice_labels
+            answer = labels[gold] if labels else choices[gold]
+            if self._shows_options:
+                shown = labels or [_LETTERS[k] if k < len(_LETTERS) else str(k + 1) for k in range(len(choices))]
+                view = ChainMap({"_choices": choices, "_labels": shown}, row)
+        text = prompt.text(view) if prompt is not None else ""
+        return text, (chat.text(view) if chat is not None else text), answer
 
     def _subset_of(self, split: SplitRows, i: int) -> str:
         assert self._subset_field is not None
@@ -411,20 +532,29 @@ class FilesDataset(Dataset):
         if head is not None:
             return head
         p = self.params
-        description = self._description.render({"subset": subset}) if p.description else ""
+        description = ""
+        if p.description:
+            variables: dict[str, Any] = {"subset": subset}
+            if self._description_reads_row:  # a per-subset column (BBH's task description): its first row
+                split = self._split(p.split)
+                first = (self._subset_groups()[subset][0] if self._subset_field is not None else 0)
+                variables = {**split.rows[first], "subset": subset}
+            description = self._description.render(variables)
         # without a chat_prompt, the chat user turn is the base prompt: description included
         chat_description = description if "chat_prompt" not in self.fields else ""
         if not shots:
             head = _Head(description, chat_description, None)
             self._heads[key] = head
             return head
-        split = self._split(p.fewshot_split)
+        if p.fewshot_rows is not None:
+            split = SplitRows("fewshot_rows", p.fewshot_rows, [(0, "fewshot_rows")])
+        else:
+            split = self._split(p.fewshot_split)
         pool = self._fewshot_pool(split, subset)
         if shots > len(pool):
             of = f" of subset '{subset}'" if self._subset_field is not None else ""
-            raise ConfigError(
-                f"files: {shots} few-shot examples requested, split '{p.fewshot_split}'{of} has {len(pool)}"
-            )
+            where = "fewshot_rows" if p.fewshot_rows is not None else f"split '{p.fewshot_split}'"
+            raise ConfigError(f"files: {shots} few-shot examples requested, {where}{of} has {len(pool)}")
         chosen = (
             pool[:shots]
             if p.fewshot_seed is None
@@ -432,19 +562,17 @@ class FilesDataset(Dataset):
         )
         block: list[str] = []
         messages: list[dict[str, str]] = []
-        prompt, chat = self.fields["prompt"], self.fields.get("chat_prompt")
         for j in chosen:
             row = split.rows[j]
             try:
-                answer = self._answer_text(row)
+                text, user, answer = self._example(row)
                 if self._fewshot is not None:
                     try:
                         block.append(self._fewshot.render(row))
                     except ConfigError as exc:  # the template's own error, naming fewshot_template
                         raise FieldError(str(exc)) from None
                 else:
-                    block.append(prompt.text(row) + p.target_delimiter + answer)
-                user = chat.text(row) if chat is not None else prompt.text(row)
+                    block.append(text + p.target_delimiter + answer)
             except FieldError as exc:
                 raise FilesDataError(f"{split.where(j)}: {exc}") from None
             messages += [{"role": "user", "content": user}, {"role": "assistant", "content": answer}]

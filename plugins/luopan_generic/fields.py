@@ -3,7 +3,8 @@
 A mapping is either a **template** (any string with ``{{`` or ``{%``: Jinja2, rendered to text in
 luopan_mcq's sandbox, with the row's columns as variables) or a **field name**: a column, or a dotted path
 into nested records (``choices.text``, ``answers.0``), whose value is taken as stored (a list stays a list,
-a number a number).
+a number a number). A ``*`` step maps the rest of the path over a list: ``question.choices.*.text`` is the
+``text`` of every record in the list ``question.choices`` (ARC's layout).
 """
 
 from __future__ import annotations
@@ -39,6 +40,13 @@ class RowField:
                 raise ValueError(f"'{name}': empty field name")
             self._path = tuple(source.split("."))
 
+    @property
+    def variables(self) -> frozenset[str]:
+        """The names this mapping reads from a row: a template's variables, or a field path's first step."""
+        if self._template is not None:
+            return self._template.variables
+        return frozenset({self._path[0]})
+
     def __call__(self, row: Mapping[str, Any]) -> Any:
         """The value for ``row``: text for a template, the stored value for a field name."""
         if self._template is not None:
@@ -52,6 +60,8 @@ class RowField:
             pass
         value: Any = row
         for i, part in enumerate(self._path):
+            if part == "*" and i > 0:
+                return self._map(value, i, row)
             value = _step(value, part)
             if value is _MISSING:
                 where = ".".join(self._path[: i + 1])
@@ -61,6 +71,24 @@ class RowField:
                     raise FieldError(f"field '{self.name}': no column '{part}'{cols}")
                 raise FieldError(f"field '{self.name}': '{self.source}' has no '{where}'")
         return value
+
+    def _map(self, value: Any, i: int, row: Mapping[str, Any]) -> list[Any]:
+        """``a.*.b``: the rest of the path (after the ``*`` at position ``i``) applied to each item of ``a``."""
+        where = ".".join(self._path[:i])
+        if not isinstance(value, Sequence) or isinstance(value, str):
+            raise FieldError(f"field '{self.name}': '{where}' is not a list, so '*' cannot map over it")
+        rest = self._path[i + 1 :]
+        out = []
+        for k, item in enumerate(value):
+            for j, part in enumerate(rest):
+                if part == "*":
+                    raise FieldError(f"field '{self.name}': '{self.source}': only one '*' is allowed")
+                item = _step(item, part)
+                if item is _MISSING:
+                    step = ".".join(rest[: j + 1])
+                    raise FieldError(f"field '{self.name}': item {k} of '{where}' has no '{step}'")
+            out.append(item)
+        return out
 
     def text(self, row: Mapping[str, Any]) -> str:
         value = self(row)

@@ -10,6 +10,19 @@
 
 ``prediction`` is the index of the chosen option in both modes (None when nothing could be read), so it
 compares directly with ``target``.
+
+Two multiple-choice forms span several samples per question, tied together by ``Sample.meta``:
+
+* ``meta["circular"] = {"group", "rotation", "n"}`` (CircularEval): the question asked once per rotation of
+  its options. Every member of a complete group gets the original order's verdict as its score (so the
+  subset's accuracy is plain accuracy), ``extra["circular_accuracy"]`` = 1 only when every rotation is
+  right, and ``extra["rotation_accuracy"]`` its own verdict (the mean over all rotations). A group cut by a
+  limit keeps each member's own verdict and is flagged ``extra["circular_incomplete"]``.
+* ``meta["partial"] = {"group", "option", "n"}`` (lm-eval's multiple input, WinoGrande): one sample per
+  option, each scoring the same continuation after its own context; the option whose continuation is the
+  most likely is the prediction, and every member gets the question's verdict.
+
+In both, a subset's ``n`` counts samples (rotations, options), not questions.
 """
 
 from __future__ import annotations
@@ -32,9 +45,23 @@ class AccuracyEvaluator(Evaluator):
     ) -> list[ScoredSample]:
         if len(samples) != len(outputs):
             raise ValueError(f"accuracy: {len(outputs)} outputs for {len(samples)} samples")
-        if ctx.mode == "likelihood":
-            return [_score_likelihood(s, o) for s, o in zip(samples, outputs)]
-        return [_score_generation(s, o) for s, o in zip(samples, outputs)]
+        partial = [i for i, s in enumerate(samples) if "partial" in s.meta]
+        if partial and ctx.mode != "likelihood":
+            raise ValueError(
+                f"accuracy: dataset '{ctx.dataset}' puts its choices in the context (continuation): "
+                f"it is scored by likelihood only; set 'mode: likelihood'"
+            )
+        skip = set(partial)
+        scored: list[ScoredSample | None] = [None] * len(samples)
+        for i, (s, o) in enumerate(zip(samples, outputs)):
+            if i not in skip:
+                scored[i] = _score_likelihood(s, o) if ctx.mode == "likelihood" else _score_generation(s, o)
+        if partial:
+            _score_partial(samples, outputs, partial, scored)
+        out = [sc for sc in scored if sc is not None]
+        if any("circular" in s.meta for s in samples):
+            _circular(samples, out)
+        return out
 
 
 def _argmax(values: Sequence[float]) -> int:
@@ -66,8 +93,11 @@ def _score_likelihood(sample: Sample, results: Sequence[LoglikelihoodResult]) ->
     gold = _gold(sample, _labels(sample))
     lls = [r.logprob for r in results]
     pred = _argmax(lls)
-    by_chars = _argmax([ll / max(1, len(c)) for ll, c in zip(lls, choices)])
-    by_bytes = _argmax([ll / max(1, len(c.encode("utf-8"))) for ll, c in zip(lls, choices)])
+    # lm-eval normalises by the choice's own length, without the delimiter in front of it
+    delim = sample.meta.get("target_delimiter") or ""
+    texts = [c[len(delim):] if delim and c.startswith(delim) else c for c in choices]
+    by_chars = _argmax([ll / max(1, len(c)) for ll, c in zip(lls, texts)])
+    by_bytes = _argmax([ll / max(1, len(c.encode("utf-8"))) for ll, c in zip(lls, texts)])
     return ScoredSample(
         sample.id,
         sample.subset,
@@ -89,3 +119,55 @@ def _score_generation(sample: Sample, output: GenerationResult) -> ScoredSample:
         pred,
         {"extracted": extracted, "parsed": float(extracted is not None)},
     )
+
+
+def _score_partial(
+    samples: Sequence[Sample], outputs: Sequence[Any], members: list[int], scored: list[ScoredSample | None]
+) -> None:
+    """One verdict per question whose options are separate samples (``meta["partial"]``)."""
+    groups: dict[str, list[int]] = {}
+    for i in members:
+        groups.setdefault(samples[i].meta["partial"]["group"], []).append(i)
+    for group, idx in groups.items():
+        n = samples[idx[0]].meta["partial"]["n"]
+        options = sorted(idx, key=lambda i: samples[i].meta["partial"]["option"])
+        if [samples[i].meta["partial"]["option"] for i in options] != list(range(n)):
+            raise ValueError(
+                f"accuracy: question {group} has {len(idx)} of its {n} option samples (a limit or a shard "
+                f"cut it): use a limit that is a multiple of {n}, and no shards"
+            )
+        lls = []
+        for i in options:
+            res = outputs[i]
+            if len(res) != 1:
+                raise ValueError(f"accuracy: sample {samples[i].id}: {len(res)} log-likelihoods, expected 1")
+            lls.append(res[0].logprob)
+        pred = _argmax(lls)
+        gold = samples[options[0]].target
+        for i in options:
+            s = samples[i]
+            scored[i] = ScoredSample(s.id, s.subset, float(pred == gold), pred, {"logprob": lls[s.meta["partial"]["option"]]})
+
+
+def _circular(samples: Sequence[Sample], scored: list[ScoredSample]) -> None:
+    """CircularEval: a question is right only if every rotation of its options is (``meta["circular"]``)."""
+    groups: dict[str, list[int]] = {}
+    for i, s in enumerate(samples):
+        c = s.meta.get("circular")
+        if c is not None:
+            groups.setdefault(c["group"], []).append(i)
+    for idx in groups.values():
+        n = samples[idx[0]].meta["circular"]["n"]
+        rotations = sorted(samples[i].meta["circular"]["rotation"] for i in idx)
+        if rotations != list(range(n)):
+            for i in idx:
+                scored[i].extra["circular_incomplete"] = 1.0
+            continue
+        first = next(i for i in idx if samples[i].meta["circular"]["rotation"] == 0)
+        base = scored[first]
+        every = float(all(scored[i].score == 1.0 for i in idx))
+        plain = {k: v for k, v in base.extra.items() if isinstance(v, float)}
+        for i in idx:
+            own = scored[i]
+            own.extra = {**own.extra, **plain, "rotation_accuracy": own.score, "circular_accuracy": every}
+            own.score = base.score

@@ -4,6 +4,11 @@ Prompts follow lm-eval's construction for ``output_type: multiple_choice``: the 
 few-shot example as ``question + answer_prefix + label`` followed by ``fewshot_delimiter``, then the question.
 ``Sample.prefix`` is everything before the question (shared by a subject's samples); the continuations
 scored are ``answer_prefix + label`` for each label.
+
+``circular: true`` (CircularEval) asks each question once per rotation of its options (A B C D, then
+B C D A, ...: the texts move, the labels stay); the ``accuracy`` evaluator groups the rotations again through
+``meta["circular"]`` and reports ``circular_accuracy`` beside plain accuracy (the original order's).
+Few-shot examples keep their original order.
 """
 
 from __future__ import annotations
@@ -59,6 +64,11 @@ class McqCsvParams(BaseModel):
     )
     choice_labels: list[str] = Field(default_factory=lambda: list(DEFAULT_LABELS), min_length=2)
     fewshot_delimiter: str = Field(default="\n\n", description="after each few-shot example")
+    circular: bool = Field(
+        default=False,
+        description="CircularEval: each question once per rotation of its options; accuracy reports "
+        "circular_accuracy (right in every rotation) beside plain accuracy",
+    )
 
     @field_validator(*TEMPLATE_NAMES)
     @classmethod
@@ -102,7 +112,9 @@ class McqCsvDataset(Dataset):
         chat_prompt: str | None = None,
         choice_labels: list[str] | None = None,
         fewshot_delimiter: str = "\n\n",
+        circular: bool = False,
     ) -> None:
+        self.circular = circular
         self.root = find_data(path, what="mcq_csv path")
         self.layout = LAYOUTS[layout] if layout != "auto" else self._detect(self.root, eval_split)
         self.eval_split = eval_split or self.layout.default_eval_split
@@ -176,26 +188,41 @@ class McqCsvDataset(Dataset):
         labels = self.labels
         variables = dict(head.variables)  # refilled for each question: renders keep no reference to it
         samples = []
-        for i, q in enumerate(questions):
-            self._fill(variables, q)
-            chat = render_chat(variables)
-            messages = None
-            if head.fewshot_messages is not None:
-                messages = [dict(m) for m in head.fewshot_messages]
-                messages.append({"role": "user", "content": chat})
-            samples.append(
-                Sample(
-                    id=f"{subset}/{i}",
-                    subset=subset,
-                    prompt=head.prefix + render_question(variables),
-                    target=q.answer,
-                    choices=list(head.continuations),
-                    prefix=head.prefix,
-                    chat_prompt=chat,
-                    messages=messages,
-                    meta={"answer": labels[q.answer], "options": list(q.options), "labels": list(labels)},
+        delim = self.templates["answer_prefix"].render(head.variables)
+        for i, question in enumerate(questions):
+            n = len(question.options)
+            for r in range(n if self.circular else 1):
+                q = question
+                if r:
+                    q = Question(q.question, q.options[r:] + q.options[:r], (q.answer - r) % n)
+                self._fill(variables, q)
+                chat = render_chat(variables)
+                messages = None
+                if head.fewshot_messages is not None:
+                    messages = [dict(m) for m in head.fewshot_messages]
+                    messages.append({"role": "user", "content": chat})
+                meta: dict[str, Any] = {
+                    "answer": labels[q.answer],
+                    "options": list(q.options),
+                    "labels": list(labels),
+                }
+                if delim:  # acc_norm measures the label without it, as lm-eval does
+                    meta["target_delimiter"] = delim
+                if self.circular:
+                    meta["circular"] = {"group": f"{subset}/{i}", "rotation": r, "n": n}
+                samples.append(
+                    Sample(
+                        id=f"{subset}/{i}" if r == 0 else f"{subset}/{i}@{r}",
+                        subset=subset,
+                        prompt=head.prefix + render_question(variables),
+                        target=q.answer,
+                        choices=list(head.continuations),
+                        prefix=head.prefix,
+                        chat_prompt=chat,
+                        messages=messages,
+                        meta=meta,
+                    )
                 )
-            )
         return samples
 
     def categories(self) -> dict[str, list[str]]:
@@ -217,6 +244,7 @@ class McqCsvDataset(Dataset):
             "fewshot_split": self.fewshot_split,
             "choice_labels": list(self.labels),
             "fewshot_delimiter": self.fewshot_delimiter,
+            **({"circular": True} if self.circular else {}),
             "templates": {name: t.source for name, t in self.templates.items()},
         }
 

@@ -2,6 +2,9 @@
 
 Scores are percentages. "overall (mean)" is the mean over subsets (each subject counts once, CMMLU's
 convention); "overall (weighted)" is over questions. A failed unit shows its error in its cells, never "-".
+A few secondary metrics that a benchmark reports beside its score (CircularEval's ``circular_accuracy``,
+GSM8K's ``flexible_match``, LAMBADA's ``perplexity``) get an overall row of their own when every unit of the
+dataset has them; all others stay in results/*.json.
 """
 
 from __future__ import annotations
@@ -14,6 +17,10 @@ from luopan.components import Summarizer, SummaryTable, UnitResult
 
 def _pct(x: float) -> float:
     return 100.0 * x
+
+
+#: secondary metrics shown beside the score: name -> shown as a percentage?
+BESIDE = {"circular_accuracy": True, "flexible_match": True, "perplexity": False}
 
 
 class DefaultSummarizer(Summarizer):
@@ -45,6 +52,10 @@ class DefaultSummarizer(Summarizer):
                         + _cells(units, lambda u: _mean_of(u, [s["subset"] for s in u.subsets])))
             if len(subsets) > 1:
                 rows.append([ds, "overall (weighted)", metric, _n_of(ok, subsets)] + _cells(units, _weighted))
+            for extra, pct in BESIDE.items():
+                if ok and extra != metric and all(all(extra in s["metrics"] for s in u.subsets) for u in ok):
+                    rows.append([ds, "overall (mean)" if len(subsets) > 1 else "overall", extra,
+                                 _n_of(ok, subsets)] + _cells(units, lambda u, e=extra, p=pct: _extra_mean(u, e, p)))
             for u in units:
                 if u is not None and u.error:
                     notes.append(f"{u.model} on {ds} FAILED: {u.error}")
@@ -86,3 +97,11 @@ def _mean_of(u: UnitResult, names: Sequence[str]) -> float | None:
 def _weighted(u: UnitResult) -> float | None:
     n = sum(s["n"] for s in u.subsets)
     return _pct(sum(s["score"] * s["n"] for s in u.subsets) / n) if n else None
+
+
+def _extra_mean(u: UnitResult, name: str, pct: bool) -> float | None:
+    vals = [s["metrics"][name] for s in u.subsets if name in s["metrics"]]
+    if not vals:
+        return None
+    mean = sum(vals) / len(vals)
+    return _pct(mean) if pct else mean
