@@ -155,7 +155,9 @@ class NeedleDataset(Dataset):
             by_len: dict[int, int] = {}
             for b in self.skipped:
                 by_len[b.cell.length] = by_len.get(b.cell.length, 0) + 1
-            log.warning("needle: %d of %d cells skipped (never truncated): %s; context window %s",
+            log.warning("needle (%s, %s): %d of %d cells skipped, never truncated: %s; context window %s",
+                        self.files[0].name if len(self.files) == 1 else self.files[0].parent.name,
+                        "/".join(t.name for t in self.tasks),
                         len(self.skipped), len(self.skipped) + sum(map(len, self.prompts.values())),
                         ", ".join(f"{n} at length {length}" for length, n in sorted(by_len.items())), self.window)
 
