@@ -97,6 +97,7 @@ class ExecResult:
     returncode: int | None = None
     stdout: str = ""
     stderr: str = ""
+    uid: int | None = None  #: the uid it ran as, when the sandbox gave it one of its own
 
     @property
     def passed(self) -> bool:
@@ -305,7 +306,9 @@ print(json.dumps(facts))
             if uid_lock is not None:
                 os.close(uid_lock)
             shutil.rmtree(base, ignore_errors=True)
-        return _verdict(rc, timed_out, stdout, stderr, seconds, limits, nonce if marker else None)
+        res = _verdict(rc, timed_out, stdout, stderr, seconds, limits, nonce if marker else None)
+        res.uid = uid
+        return res
 
     def _config(self, mode: _Mode, limits: Limits, base: Path, work: Path, uid: int | None) -> dict:
         env = {"PATH": "/usr/bin:/bin", "HOME": str(work), "TMPDIR": str(work), "LANG": "C.UTF-8"}
