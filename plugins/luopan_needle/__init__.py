@@ -33,6 +33,11 @@ def luopan_validate_config(config, source):
 
 @hookimpl
 def luopan_run_finish(run, results):
+    import logging
+
     from luopan_needle.report import write_needle_reports
 
-    write_needle_reports(run, results)
+    try:
+        write_needle_reports(run, results)
+    except Exception:  # a report that cannot be drawn must not fail a run whose answers are all in
+        logging.getLogger("luopan.needle").exception("needle: heatmaps and tables could not be written")
