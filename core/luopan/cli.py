@@ -25,8 +25,10 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     r.add_argument("--output-dir", help="override run.output_dir")
     r.add_argument("--name", help="override run.name (the output sub-folder)")
+    r.add_argument("--backend", help="run every model with this backend (its preset's identity kept)")
     v = sub.add_parser("validate", help="check a run file without running it")
     v.add_argument("file")
+    v.add_argument("--backend", help="check the run as --backend would run it")
     ls = sub.add_parser("list", help="list registered components or presets")
     ls.add_argument("kind", nargs="?", choices=LIST_KINDS)
     w = sub.add_parser("which", help="which plugin, distribution or registry file defines NAME")
@@ -70,7 +72,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
     from luopan.config import load_run
 
-    cfg = load_run(args.file, reg)
+    cfg = load_run(args.file, reg, backend=args.backend)
     if args.command == "validate":
         print(f"{args.file}: ok ({len(cfg.models)} model(s) x {len(cfg.datasets)} dataset(s))")
         return 0

@@ -180,17 +180,20 @@ def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
 # ---------------------------------------------------------------- resolution
 
 
-def _merge(preset: dict[str, Any], entry: dict[str, Any]) -> dict[str, Any]:
+def _merge(preset: dict[str, Any], entry: dict[str, Any], also: frozenset[str] = frozenset()) -> dict[str, Any]:
     out = dict(preset)
     for k, v in entry.items():
-        if k in MERGED_DICTS and isinstance(v, dict) and isinstance(out.get(k), dict):
+        if (k in MERGED_DICTS or k in also) and isinstance(v, dict) and isinstance(out.get(k), dict):
             out[k] = {**out[k], **v}
         else:
             out[k] = v
     return out
 
 
-def _resolve_entry(reg: Registry, loc: Located, kind: str, index: int, raw: Any, spec: type[BaseModel]) -> Any:
+def _resolve_entry(reg: Registry, loc: Located, kind: str, index: int, raw: Any, spec: type[BaseModel],
+                   blocks: dict[str, dict[str, Any]] | None = None) -> Any:
+    """Preset merged with the entry, validated by ``spec``. For models, ``blocks`` receives the backend option
+    blocks (keys named after a backend), which are merged key by key like ``params``."""
     section = "models" if kind == "model" else "datasets"
     path: tuple[Any, ...] = (section, index)
     if not isinstance(raw, dict):
@@ -202,9 +205,12 @@ def _resolve_entry(reg: Registry, loc: Located, kind: str, index: int, raw: Any,
             preset = reg.preset(kind, str(preset_name))
         except LuopanError as exc:
             raise ConfigError(f"{loc.where(path + ('preset',))}: {section}[{index}].preset: {exc}") from None
-        merged = _merge(preset.fields, raw)
+        also = frozenset(k for k in raw if blocks is not None and _is_backend_name(reg, k))
+        merged = _merge(preset.fields, raw, also)
         merged["preset"] = preset.name
         merged.setdefault("name", preset.name)
+    if blocks is not None:
+        blocks.update(_split_blocks(reg, loc, path, merged, raw, preset_name))
     try:
         return spec.model_validate(merged)
     except ValidationError as exc:
@@ -226,7 +232,143 @@ def _component_params(reg: Registry, loc: Located, kind: str, name: str, params:
         raise ConfigError(f"{loc.where(path[:2] + ('params',))}: {exc}") from None
 
 
-def resolve(loc: Located, reg: Registry, *, base_dir: Path | None = None) -> RunConfig:
+# ---------------------------------------------------------------- backends: identity in params, options in blocks
+#
+# A model entry's ``params`` hold what identifies the model and means the same to every backend (path,
+# gguf_file, chat_template...); options that only one backend understands go in a block named after it
+# (``hf: {batch_size: 16}``, ``llamacpp: {n_threads: 8}``), used only when that backend runs the model. Swapping
+# the backend (``backend: llamacpp`` or ``--backend llamacpp``) therefore changes nothing else, and an option the
+# chosen backend does not take is an error naming it, never dropped.
+
+
+def _is_backend_name(reg: Registry, key: Any) -> bool:
+    if not isinstance(key, str) or key in ModelSpec.model_fields:
+        return False
+    return (key in reg.components["backend"] or ("backend", key) in reg.conflicts
+            or reg.failed_provider("backend", key) is not None)
+
+
+def _split_blocks(reg: Registry, loc: Located, path: tuple[Any, ...], merged: dict[str, Any], raw: dict[str, Any],
+                  preset_name: Any) -> dict[str, dict[str, Any]]:
+    """Remove the backend option blocks from a merged model entry; unknown keys are an error here (the nearest
+    field or backend name is suggested)."""
+    where = f"models[{path[1]}]"
+    blocks: dict[str, dict[str, Any]] = {}
+    for key in list(merged):
+        if key in ModelSpec.model_fields:
+            continue
+        origin = "" if key in raw else f" (from preset '{preset_name}')"
+        if _is_backend_name(reg, key):
+            value = merged.pop(key)
+            if not isinstance(value, dict):
+                raise ConfigError(f"{loc.where(path + (key,))}: {where}.{key}: the options of backend '{key}' "
+                                  f"must be a mapping, got {type(value).__name__}{origin}")
+            blocks[key] = value
+            continue
+        names = list(ModelSpec.model_fields) + sorted(reg.components["backend"])
+        hint = nearest(str(key), names)
+        raise ConfigError(
+            f"{loc.where(path + (key,))}: {where}: unknown key '{key}'{origin}"
+            + (f" (did you mean '{hint}'?)" if hint else f"; valid keys: {', '.join(ModelSpec.model_fields)} "
+               f"or a backend name holding that backend's options")
+        )
+    return blocks
+
+
+def _backend_params(reg: Registry, loc: Located, i: int, m: ModelSpec, raw: dict[str, Any],
+                    blocks: dict[str, dict[str, Any]], chosen: str, *, overridden: bool) -> dict[str, Any]:
+    """The chosen backend's validated options: the shared ``params`` plus its own block. Blocks of the other
+    backends are checked too (a misspelt option is an error even while another backend runs the model)."""
+    path: tuple[Any, ...] = ("models", i)
+    try:
+        comp = reg.get("backend", chosen)
+    except LuopanError as exc:
+        where = "--backend" if overridden else loc.where(path + ("backend",))
+        raise type(exc)(f"{where}: models[{i}]: {exc}") from exc.__cause__
+    own = blocks.get(chosen, {})
+    params = {**m.params, **own}
+    fields = list(getattr(comp.params, "model_fields", {}) or {})
+    for key in params:
+        if comp.params is None or key in fields:
+            continue
+        in_block = key in own
+        key_path = path + ((chosen, key) if in_block else ("params", key))
+        given = raw.get(chosen, {}) if in_block else raw.get("params", {})
+        origin = [] if isinstance(given, dict) and key in given else [f"from preset '{m.preset}'"]
+        if overridden:
+            origin.append(f"backend set by --backend {chosen}")
+        elif m.preset and "backend" in raw:
+            origin.append(f"backend set to {chosen} in this entry")
+        owners = [b for b in _owners(reg, key) if b != chosen]
+        hint = None if owners else nearest(key, fields)
+        msg = f"backend '{chosen}' does not accept option '{key}'"
+        if origin:
+            msg += f" ({'; '.join(origin)})"
+        if hint:
+            msg += f" (did you mean '{hint}'?)"
+        if len(owners) == 1 and not in_block:
+            msg += (f"; it is an option of backend '{owners[0]}': put it in the model's '{owners[0]}:' block, "
+                    f"which is used only when {owners[0]} runs the model")
+        elif owners:
+            msg += f"; backends {', '.join(owners)} take it"
+        raise ConfigError(f"{loc.where(key_path)}: models[{i}].{'.'.join(map(str, key_path[2:]))}: {msg}")
+    try:
+        validated = comp.validate_params(params)
+    except ValidationError as exc:
+        loc_key = exc.errors()[0]["loc"][0] if exc.errors()[0]["loc"] else None
+        where = (chosen,) if loc_key in own else ("params",)
+        given = raw.get(where[0])
+        origin = "" if isinstance(given, dict) and loc_key in given or not m.preset else f" (from preset '{m.preset}')"
+        raise _format_pydantic(exc, loc, path + where, comp.params, f"backend '{chosen}'{origin}: ") from None
+    except TypeError as exc:
+        raise ConfigError(f"{loc.where(path + ('params',))}: {exc}") from None
+    for other, block in blocks.items():
+        if other == chosen or other not in reg.components["backend"]:
+            continue
+        model = reg.components["backend"][other].params
+        if model is None:
+            continue
+        names = list(model.model_fields)
+        for key in block:
+            if key not in names:
+                hint = nearest(str(key), names)
+                raise ConfigError(
+                    f"{loc.where(path + (other, key))}: models[{i}].{other}.{key}: backend '{other}': unknown key "
+                    f"'{key}'" + (f" (did you mean '{hint}'?)" if hint else f"; valid keys: {', '.join(names)}")
+                )
+        try:
+            model.model_validate({**m.params, **block})
+        except ValidationError as exc:
+            for e in exc.errors():
+                if e["loc"] and e["loc"][0] in block and e["type"] != "missing":
+                    one: Any = _OneError(e)
+                    raise _format_pydantic(one, loc, path + (other,), model, f"backend '{other}': ") from None
+    return validated
+
+
+class _OneError:
+    """One error of a ValidationError, in the shape :func:`_format_pydantic` reads."""
+
+    def __init__(self, error: Any) -> None:
+        self._error = error
+
+    def errors(self) -> list[Any]:
+        return [self._error]
+
+
+def _owners(reg: Registry, key: str) -> list[str]:
+    """The registered backends whose options include ``key`` (for the hint in an error)."""
+    out = []
+    for name, comp in sorted(reg.components["backend"].items()):
+        if comp.params is not None and key in getattr(comp.params, "model_fields", {}):
+            out.append(name)
+    return out
+
+
+def resolve(loc: Located, reg: Registry, *, base_dir: Path | None = None, backend: str | None = None) -> RunConfig:
+    """Validate and resolve a run file. ``backend`` (``luopan run --backend NAME``) replaces the backend of every
+    evaluated model (judges keep theirs); each model keeps its identity (``params``) and takes that backend's
+    option block."""
     data = loc.data
     if not isinstance(data, dict):
         raise ConfigError(f"{loc.source}: a run file must be a mapping with 'models' and 'datasets'")
@@ -237,6 +379,11 @@ def resolve(loc: Located, reg: Registry, *, base_dir: Path | None = None) -> Run
         top = RunFile.model_validate(shape)
     except ValidationError as exc:
         raise _format_pydantic(exc, loc, (), RunFile) from None
+    if backend is not None:
+        try:
+            reg.get("backend", backend)
+        except LuopanError as exc:
+            raise type(exc)(f"--backend {backend}: {exc}") from exc.__cause__
     for comp_kind, name, key in (("runner", top.run.runner, "runner"), ("summarizer", top.run.summarizer, "summarizer")):
         try:
             reg.get(comp_kind, name)
@@ -245,13 +392,16 @@ def resolve(loc: Located, reg: Registry, *, base_dir: Path | None = None) -> Run
 
     models: list[ResolvedModel] = []
     for i, raw in enumerate(data["models"]):
-        m: ModelSpec = _resolve_entry(reg, loc, "model", i, raw, ModelSpec)
+        blocks: dict[str, dict[str, Any]] = {}
+        m: ModelSpec = _resolve_entry(reg, loc, "model", i, raw, ModelSpec, blocks)
         path = ("models", i)
-        if not m.backend:
+        swap = backend if getattr(m, "role", "model") != "judge" else None  # a judge keeps its own backend
+        chosen = swap or m.backend
+        if not chosen:
             raise ConfigError(f"{loc.where(path)}: models[{i}]: no 'backend' (and no preset that sets one)")
-        params = _component_params(reg, loc, "backend", m.backend, m.params, path + ("backend",))
-        label = m.name or m.preset or m.backend
-        models.append(ResolvedModel(label, m.backend, m.kind or "base", params, m.generation.model_dump(),
+        params = _backend_params(reg, loc, i, m, raw, blocks, chosen, overridden=swap is not None)
+        label = m.name or m.preset or chosen
+        models.append(ResolvedModel(label, chosen, m.kind or "base", params, m.generation.model_dump(),
                                     m.system_prompt, m.preset))
 
     datasets: list[ResolvedDataset] = []
@@ -285,13 +435,14 @@ def resolve(loc: Located, reg: Registry, *, base_dir: Path | None = None) -> Run
     return cfg
 
 
-def load_run(target: str, reg: Registry) -> RunConfig:
-    """Load a run from a YAML file path, or from a run preset name (e.g. ``quickstart``)."""
+def load_run(target: str, reg: Registry, *, backend: str | None = None) -> RunConfig:
+    """Load a run from a YAML file path, or from a run preset name (e.g. ``quickstart``). ``backend`` replaces
+    every model's backend (``--backend``)."""
     p = Path(target)
     if p.suffix in (".yaml", ".yml") or p.exists() or os.sep in target:
         if not p.exists():
             raise ConfigError(f"{target}: no such run file")
-        return resolve(load_located_file(p), reg, base_dir=p.resolve().parent)
+        return resolve(load_located_file(p), reg, base_dir=p.resolve().parent, backend=backend)
     if target in reg.presets["run"]:
         import yaml
 
@@ -299,6 +450,6 @@ def load_run(target: str, reg: Registry) -> RunConfig:
         fields = {k: v for k, v in preset.fields.items() if k != "description"}
         loc = load_located(yaml.safe_dump(fields, allow_unicode=True, sort_keys=False),
                            f"run preset '{target}' ({preset.source})")
-        return resolve(loc, reg)
+        return resolve(loc, reg, backend=backend)
     hint = nearest(target, reg.presets["run"])
     raise ConfigError(f"{target}: no such run file or run preset" + (f" (did you mean '{hint}'?)" if hint else ""))

