@@ -102,6 +102,7 @@ def main() -> None:
     cfg = run_file(args.work, args.n, args.seed)
 
     times: dict[str, list[float]] = {"hf": [], "llamacpp": []}
+    load: list[str] = []  # the machine's 1-minute load average before each run (other work shares the 2 cores)
     for k in range(args.repeats):
         for backend in ("hf", "llamacpp") if k % 2 == 0 else ("llamacpp", "hf"):
             out = args.work / f"{backend}-{k}"
@@ -109,6 +110,7 @@ def main() -> None:
                 import shutil
 
                 shutil.rmtree(out)
+            load.append(f"{backend} {k + 1}: {os.getloadavg()[0]:.2f}")
             dt = timed_run(cfg, out, None if backend == "hf" else backend)
             times[backend].append(dt)
             print(f"{backend} run {k + 1}: {dt:.1f} s", flush=True)
@@ -144,6 +146,7 @@ def main() -> None:
         "seconds_hf": times["hf"],
         "seconds_llamacpp": times["llamacpp"],
         "speed_ratio_hf_over_llamacpp": t_hf / t_lc,
+        "load_average_before": load,
         "llamacpp_identity": prov["backend"],
         "llamacpp_threads": physical_cores(),
         "hf_batch_size": 8,

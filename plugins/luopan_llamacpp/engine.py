@@ -237,7 +237,7 @@ class Engine:
     def prompt_tokens(self, r: GenerationRequest) -> list[int]:
         if r.messages is not None:
             return self.tok_encode(self.chat_prompt(r.message_dicts()))
-        return self.tok_encode(r.prompt or "")
+        return self.tok_encode(r.prompt or "") or [self.prefix_token_id]  # an empty prompt: start from BOS/EOS
 
     def _is_eog(self, token: int) -> bool:
         return bool(self.lib.llama_vocab_is_eog(self.vocab, token))
