@@ -108,15 +108,34 @@ class Dataset(ABC):
     display_names: dict[str, str] = {}
 
 
+#: ``judge_generate(conversations, *, judge=None, config=None)``: see :class:`EvalContext`
+JudgeGenerate = Callable[..., list[GenerationResult | FailedResult]]
+
+
 @dataclass(slots=True)
 class EvalContext:
-    """What an evaluator may need beyond samples and outputs."""
+    """What an evaluator may need beyond samples and outputs.
+
+    Model-based judging: ``judges`` are the labels of the judge models this dataset uses (the run's ``judges:``,
+    or models named by the dataset's ``judge:``); ``judge`` is the first one's backend. ``judge_generate(
+    conversations, judge=None, config=None)`` asks a judge (default: the first): each conversation is a sequence
+    of ``(role, content)`` pairs; the judge's system prompt and ``generation:`` settings are applied unless
+    ``config`` is given. Answers go through the run's request cache (a rerun makes no judge call that was
+    answered before) and come back in order; a request the judge's backend could not answer is a
+    :class:`~luopan.types.FailedResult` (never cached: a rerun retries it). ``peer_outputs(model)`` returns
+    another model of this run's outputs on the same samples (generated or read from the cache), for evaluators
+    that compare models, and ``models`` lists the run's model labels.
+    """
 
     mode: str
     model: str
     dataset: str
     params: dict[str, Any] = field(default_factory=dict)
     judge: Backend | None = None
+    judges: list[str] = field(default_factory=list)
+    judge_generate: JudgeGenerate | None = None
+    peer_outputs: Callable[[str], list[Any]] | None = None
+    models: list[str] = field(default_factory=list)
 
 
 class Evaluator(ABC):

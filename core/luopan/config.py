@@ -53,6 +53,8 @@ class ModelSpec(_Strict):
     generation: GenerationSpec = Field(default_factory=GenerationSpec)
     system_prompt: str | None = None
     description: str | None = None
+    #: "judge": this model only judges (datasets name it in ``judge:``); it is not evaluated itself
+    role: Literal["model", "judge"] = "model"
 
 
 class DatasetSpec(_Strict):
@@ -71,6 +73,8 @@ class DatasetSpec(_Strict):
     generation: GenerationSpec = Field(default_factory=GenerationSpec)
     shards: int = Field(default=1, ge=1)
     description: str | None = None
+    #: the judge model(s) of model-based evaluators: model labels (default: every model with role: judge)
+    judge: str | list[str] | None = None
 
 
 class RunFile(_Strict):
@@ -88,6 +92,7 @@ class ResolvedModel:
     generation: dict[str, Any]
     system_prompt: str | None
     preset: str | None = None
+    role: str = "model"
 
 
 @dataclass
@@ -106,6 +111,8 @@ class ResolvedDataset:
     generation: dict[str, Any]
     shards: int
     preset: str | None = None
+    judge: str | list[str] | None = None  # as written; ``judges`` is the resolved list of model labels
+    judges: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -402,7 +409,7 @@ def resolve(loc: Located, reg: Registry, *, base_dir: Path | None = None, backen
         params = _backend_params(reg, loc, i, m, raw, blocks, chosen, overridden=swap is not None)
         label = m.name or m.preset or chosen
         models.append(ResolvedModel(label, chosen, m.kind or "base", params, m.generation.model_dump(),
-                                    m.system_prompt, m.preset))
+                                    m.system_prompt, m.preset, m.role))
 
     datasets: list[ResolvedDataset] = []
     for i, raw in enumerate(data["datasets"]):
@@ -418,7 +425,7 @@ def resolve(loc: Located, reg: Registry, *, base_dir: Path | None = None, backen
         label = d.name or d.preset or d.loader
         datasets.append(ResolvedDataset(label, d.loader, params, d.subsets, d.limit_per_subset, d.limit,
                                         d.sample_seed, d.shots, d.mode, d.evaluator, ev,
-                                        d.generation.model_dump(), d.shards, d.preset))
+                                        d.generation.model_dump(), d.shards, d.preset, d.judge))
 
     for kind, items in (("models", models), ("datasets", datasets)):
         labels = [x.label for x in items]
@@ -427,12 +434,36 @@ def resolve(loc: Located, reg: Registry, *, base_dir: Path | None = None, backen
             idx = len(labels) - 1 - labels[::-1].index(dup)
             raise ConfigError(f"{loc.where((kind, idx))}: {kind}[{idx}]: two {kind} are named '{dup}'; give one a 'name'")
 
+    _resolve_judges(loc, models, datasets)
     cfg = RunConfig(loc.source, top.run, models, datasets, base_dir or Path.cwd())
     try:
         reg.pm.hook.luopan_validate_config(config=cfg, source=loc.source)
     except ConfigError as exc:
         raise ConfigError(f"{loc.source}: {exc}") from None
     return cfg
+
+
+def _resolve_judges(loc: Located, models: list[ResolvedModel],
+                    datasets: list[ResolvedDataset]) -> None:
+    """Each dataset's judge models (``judge:``, default every ``role: judge`` model): known labels of chat
+    models. At least one model must be evaluated."""
+    if models and all(m.role == "judge" for m in models):
+        raise ConfigError(f"{loc.where(('models',))}: models: every model has role: judge; nothing to evaluate")
+    by_label = {m.label: m for m in models}
+    default = [m.label for m in models if m.role == "judge"]
+    for i, d in enumerate(datasets):
+        given = d.judge
+        names = ([given] if isinstance(given, str) else list(given)) if given is not None else default
+        for k, name in enumerate(names):
+            path: tuple[Any, ...] = ("datasets", i, "judge") + ((k,) if isinstance(given, list) else ())
+            if name not in by_label:
+                hint = nearest(str(name), by_label)
+                raise ConfigError(f"{loc.where(path)}: datasets[{i}].judge: no model is named '{name}'"
+                                  + (f" (did you mean '{hint}'?)" if hint else "; add it to models: with role: judge"))
+            if by_label[name].kind != "chat":
+                raise ConfigError(f"{loc.where(path)}: datasets[{i}].judge: judge '{name}' must be a chat model "
+                                  f"(kind: chat), it is kind {by_label[name].kind}")
+        d.judges = list(names)
 
 
 def load_run(target: str, reg: Registry, *, backend: str | None = None) -> RunConfig:

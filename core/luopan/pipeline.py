@@ -33,7 +33,16 @@ from luopan.errors import ConfigError, LuopanError
 from luopan.plugins import Registry, nearest
 from luopan.progress import Progress
 from luopan.runlog import configure_run_log, redact_text
-from luopan.types import FailedResult, GenerationRequest, LoglikelihoodRequest, Request, Sample
+from luopan.types import (
+    ConversationResult,
+    FailedResult,
+    GenerationConfig,
+    GenerationRequest,
+    GenerationResult,
+    LoglikelihoodRequest,
+    Request,
+    Sample,
+)
 
 log = structlog.get_logger("luopan")
 
@@ -53,6 +62,11 @@ class Unit:
     requests: list[Request] = field(default_factory=list)
     keys: list[bytes] = field(default_factory=list)
     found: dict[bytes, Any] = field(default_factory=dict)  # cached results, looked up at plan time
+    #: multi-turn samples (Sample.turns): requests of turns 2+ and how many of them the cache holds (at plan
+    #: time only those whose earlier turns are cached can be known); the last turn's request per sample
+    later_turns: int = 0
+    later_cached: int = 0
+    last_requests: dict[int, GenerationRequest] = field(default_factory=dict)
 
     @property
     def cached(self) -> int:
@@ -105,6 +119,8 @@ class Run:
         self._loaded: set[str] = set()
         self._datasets: dict[str, Dataset] = {}
         self.units: list[Unit] = []
+        #: per judge label: {"requests", "cached", "sent", "failed"} over the whole run
+        self.judge_stats: dict[str, dict[str, int]] = {}
         self.started_at = ""
         self.finished_at = ""
 
@@ -140,6 +156,8 @@ class Run:
         for ds in self.config.datasets:
             samples_by_ds[ds.label] = self._select_samples(ds)
         for model in self.config.models:
+            if getattr(model, "role", "model") == "judge":  # only judges: no units of its own
+                continue
             backend = self.backend(model)
             identity_json = canonical_json(backend.identity())
             for ds in self.config.datasets:
@@ -156,6 +174,11 @@ class Run:
                         f"{self.config.source}: dataset '{ds.label}' has samples without choices, so it cannot be "
                         f"scored by likelihood; set 'mode: generate'"
                     )
+                if mode == "generate" and model.kind != "chat" and any(s.turns and len(s.turns) > 1 for s in samples):
+                    raise ConfigError(
+                        f"{self.config.source}: dataset '{ds.label}' has multi-turn samples, which need a chat model; "
+                        f"model '{model.label}' is kind {model.kind} (set kind: chat)"
+                    )
                 gen_cfg = generation_config(model, ds)
                 n = ds.shards
                 size = -(-len(samples) // n) if samples else 0
@@ -168,8 +191,30 @@ class Run:
         found = self.cache.get_many([k for u in units for k in u.keys]) if self.cache.enabled else {}
         for u in units:
             u.found = {k: found[k] for k in u.keys if k in found}
+            if u.mode == "generate" and any(s.turns and len(s.turns) > 1 for s in u.samples):
+                self._count_later_turns(u)
         self.units = units
         return units
+
+    def _count_later_turns(self, unit: Unit) -> None:
+        """How many requests turns 2+ of a unit's multi-turn samples make, and how many the cache holds: a
+        later turn's request is known only when the turns before it are cached (its prompt holds their answers)."""
+        assert self.cache is not None
+        unit.later_turns = sum(len(s.turns) - 1 for s in unit.samples if s.turns)
+        identity_json = canonical_json(self.backend(unit.model).identity())
+        convs = {i: unit.found.get(unit.keys[i]) for i, s in enumerate(unit.samples) if s.turns and len(s.turns) > 1}
+        current = {i: unit.requests[i] for i, r in convs.items() if r is not None}
+        answers = {i: r for i, r in convs.items() if r is not None}
+        turn = 1
+        while current and self.cache.enabled:
+            reqs = {i: _next_turn(current[i], answers[i].text, unit.samples[i].turns[turn])  # type: ignore[index]
+                    for i in current if len(unit.samples[i].turns or ()) > turn}
+            keys = dict(zip(reqs, request_keys(identity_json, list(reqs.values()))))
+            found = self.cache.get_many(list(keys.values()))
+            answers = {i: found[k] for i, k in keys.items() if k in found}
+            unit.later_cached += len(answers)
+            current = {i: reqs[i] for i in answers}
+            turn += 1
 
     def _select_samples(self, spec: ResolvedDataset) -> list[Sample]:
         ds = self.dataset(spec)
@@ -222,9 +267,9 @@ class Run:
                     msgs += [(m["role"], m["content"]) for m in s.messages]
                 else:
                     msgs.append(("user", s.chat_prompt if s.chat_prompt is not None else s.prompt))
-                reqs.append(GenerationRequest(messages=tuple(msgs), config=gen_cfg))
+                reqs.append(GenerationRequest(messages=tuple(msgs), config=gen_cfg, sample_id=s.id))
             else:
-                reqs.append(GenerationRequest(prompt=s.prompt, config=gen_cfg))
+                reqs.append(GenerationRequest(prompt=s.prompt, config=gen_cfg, sample_id=s.id))
         return reqs
 
     # ------------------------------------------------------------ execute
@@ -294,13 +339,21 @@ class Run:
                 self._loaded.add(unit.model.label)
             failed = self._answer(unit, backend, missing, raw, task)
         self.progress.finish(task)
+        if unit.mode == "generate" and any(s.turns and len(s.turns) > 1 for s in unit.samples):
+            self._rollout(unit, raw, failed)
         if failed:
             return self._failed_result(unit, started, failed, raw)
         outputs = self._group_outputs(unit, raw)
         ds = self.dataset(unit.dataset)
         ev_name = unit.dataset.evaluator or ds.default_evaluator
         evaluator = self.registry.get("evaluator", ev_name).build(unit.dataset.evaluator_params)
-        ctx = EvalContext(unit.mode, unit.model.label, unit.dataset.label, unit.dataset.evaluator_params)
+        judges = list(getattr(unit.dataset, "judges", []) or [])
+        judge_calls: dict[str, dict[str, int]] = {}
+        ctx = EvalContext(unit.mode, unit.model.label, unit.dataset.label, unit.dataset.evaluator_params,
+                          judge=self.backend(self._model(judges[0])) if judges else None, judges=judges,
+                          judge_generate=self._judge_fn(unit, judges, judge_calls) if judges else None,
+                          peer_outputs=lambda label, _u=unit: self.peer_outputs(_u, label),
+                          models=[m.label for m in self.config.models if getattr(m, "role", "model") != "judge"])
         scored = evaluator.score(unit.samples, outputs, ctx)
         per_subset: dict[str, list[Any]] = defaultdict(list)
         for s in scored:
@@ -312,25 +365,37 @@ class Run:
                 for k, v in it.extra.items():
                     if isinstance(v, (int, float)) and not isinstance(v, bool):
                         extra[k].append(float(v))
-            subsets.append({
+            values = [it.score for it in items if it.score is not None]
+            entry = {
                 "subset": name,
-                "n": len(items),
-                "score": sum(it.score for it in items) / len(items),
+                "n": len(values),
+                "score": sum(values) / len(values) if values else None,
                 "metrics": {k: sum(v) / len(v) for k, v in extra.items()},
-            })
+            }
+            if len(values) < len(items):  # not scored (e.g. every judge verdict failed): counted, never guessed
+                entry["unscored"] = len(items) - len(values)
+            subsets.append(entry)
         usage = _usage(raw, self._backends.get(unit.model.label)) if unit.mode == "generate" else {}
+        provenance = self._provenance(unit, started, ev_name)
+        if judges:
+            provenance["judges"] = {j: {"backend": self.backend(self._model(j)).identity(), **judge_calls.get(j, {})}
+                                    for j in judges}
         result = UnitResult(unit.model.label, unit.dataset.label, evaluator.metric, subsets,
-                            ds.categories(), dict(ds.display_names),
-                            provenance=self._provenance(unit, started, ev_name), usage=usage)
+                            ds.categories(), dict(ds.display_names), provenance=provenance, usage=usage)
         self._write_predictions(unit, outputs, scored)
         self._write_result(unit, result)
         return result
 
-    def _answer(self, unit: Unit, backend: Backend, missing: list[int], raw: list[Any], task: int) -> dict[int, str]:
+    def _answer(self, unit: Unit, backend: Backend, missing: list[int], raw: list[Any], task: int,
+                requests: Sequence[Request] | None = None, keys: Sequence[bytes] | None = None,
+                mode: str | None = None) -> dict[int, str]:
         """Stream the uncached requests through the backend, caching answers as they arrive (every
-        ``chunk_size`` answers or every second). Returns the failed requests' errors by request index."""
+        ``chunk_size`` answers or every second). Returns the failed requests' errors by request index.
+        ``requests``/``keys``/``mode`` default to the unit's own (later turns and judge calls pass theirs)."""
         assert self.cache is not None
-        keys = unit.keys
+        requests = unit.requests if requests is None else requests
+        keys = unit.keys if keys is None else keys
+        mode = mode or unit.mode
         flush_n = max(1, int(getattr(backend, "chunk_size", 256)))
         failed: dict[int, str] = {}
         buf: list[tuple[bytes, Any]] = []
@@ -345,7 +410,7 @@ class Run:
             buf, n_done, last = [], 0, time.monotonic()
 
         try:
-            for j, out in backend.stream(unit.mode, [unit.requests[i] for i in missing]):
+            for j, out in backend.stream(mode, [requests[i] for i in missing]):
                 i = missing[j]
                 n_done += 1
                 if isinstance(out, FailedResult):
@@ -362,6 +427,123 @@ class Run:
         if unanswered:
             raise RuntimeError(f"backend left {len(unanswered)} of {len(missing)} requests unanswered")
         return failed
+
+    # ------------------------------------------------------------ multi-turn, peers, judges
+    def _ensure_loaded(self, model: ResolvedModel) -> Backend:
+        backend = self.backend(model)
+        if model.label not in self._loaded:
+            backend.load()
+            self._loaded.add(model.label)
+        return backend
+
+    def _rollout(self, unit: Unit, raw: list[Any], failed: dict[int, str]) -> None:
+        """Turns 2+ of multi-turn samples: each turn's request is the conversation so far (the model's own
+        earlier answers included) plus the next user turn; answered from the cache or the backend, turn by turn.
+        ``raw[i]`` becomes a :class:`ConversationResult`; a failed turn fails its sample (``failed[i]``)."""
+        assert self.cache is not None
+        identity_json = canonical_json(self.backend(unit.model).identity())
+        convs = {i: [raw[i]] for i, s in enumerate(unit.samples)
+                 if s.turns and len(s.turns) > 1 and i not in failed and raw[i] is not None}
+        current: dict[int, GenerationRequest] = {i: unit.requests[i] for i in convs}  # type: ignore[misc]
+        turn = 1
+        while True:
+            idx = [i for i in convs if i not in failed and len(unit.samples[i].turns or ()) > turn]
+            if not idx:
+                break
+            reqs: list[Request] = [_next_turn(current[i], convs[i][-1].text, unit.samples[i].turns[turn])  # type: ignore[index]
+                                   for i in idx]
+            keys = request_keys(identity_json, reqs)
+            found = self.cache.get_many(keys) if self.cache.enabled else {}
+            outs: list[Any] = [found.get(k) for k in keys]
+            missing = [j for j, o in enumerate(outs) if o is None]
+            task = self.progress.add(f"{unit.id} turn {turn + 1}", total=len(reqs), completed=len(reqs) - len(missing))
+            errors: dict[int, str] = {}
+            if missing:
+                errors = self._answer(unit, self._ensure_loaded(unit.model), missing, outs, task, reqs, keys)
+            self.progress.finish(task)
+            for j, i in enumerate(idx):
+                if j in errors:
+                    failed[i] = f"turn {turn + 1}: {errors[j]}"
+                else:
+                    convs[i].append(outs[j])
+                    current[i] = reqs[j]  # type: ignore[assignment]
+            turn += 1
+        for i, turns in convs.items():
+            if i not in failed:
+                raw[i] = ConversationResult(turns)
+                unit.last_requests[i] = current[i]
+
+    def peer_outputs(self, unit: Unit, label: str) -> list[Any]:
+        """Model ``label``'s outputs on ``unit``'s samples (same dataset, mode and generation settings), from the
+        cache or generated now and cached, so evaluators can compare models. Raises if any of them failed."""
+        model = self._model(label)
+        peer = Unit(model, unit.dataset, unit.shard, unit.n_shards, unit.mode, unit.samples)
+        peer.requests = self._requests(peer, generation_config(model, unit.dataset))
+        peer.keys = request_keys(canonical_json(self.backend(model).identity()), peer.requests)
+        assert self.cache is not None
+        found = self.cache.get_many(peer.keys) if self.cache.enabled else {}
+        raw: list[Any] = [found.get(k) for k in peer.keys]
+        missing = [i for i, r in enumerate(raw) if r is None]
+        failed: dict[int, str] = {}
+        if missing:
+            task = self.progress.add(f"{peer.id} (for {unit.model.label})", total=len(raw),
+                                     completed=len(raw) - len(missing))
+            failed = self._answer(peer, self._ensure_loaded(model), missing, raw, task)
+            self.progress.finish(task)
+        if peer.mode == "generate" and any(s.turns and len(s.turns) > 1 for s in peer.samples):
+            self._rollout(peer, raw, failed)
+        if failed:
+            i, err = next(iter(sorted(failed.items())))
+            raise LuopanError(f"model '{label}' failed on {len(failed)} sample(s) needed to compare with "
+                              f"'{unit.model.label}' (first: {peer.samples[i].id if peer.mode == 'generate' else i}: "
+                              f"{err})")
+        return self._group_outputs(peer, raw)
+
+    def _model(self, label: str) -> ResolvedModel:
+        for m in self.config.models:
+            if m.label == label:
+                return m
+        hint = nearest(label, [m.label for m in self.config.models])
+        raise ConfigError(f"{self.config.source}: no model is named '{label}'" + (f" (did you mean '{hint}'?)" if hint else ""))
+
+    def _judge_fn(self, unit: Unit, judges: list[str], calls: dict[str, dict[str, int]]) -> Any:
+        def judge_generate(conversations: Sequence[Sequence[tuple[str, str]]], *, judge: str | None = None,
+                           config: GenerationConfig | None = None) -> list[GenerationResult | FailedResult]:
+            label = judge or judges[0]
+            if label not in judges:
+                raise ConfigError(f"{self.config.source}: dataset '{unit.dataset.label}': '{label}' is not one of "
+                                  f"its judges ({', '.join(judges)})")
+            return self.judge_generate(unit, label, conversations, config=config, calls=calls)
+        return judge_generate
+
+    def judge_generate(self, unit: Unit, label: str, conversations: Sequence[Sequence[tuple[str, str]]], *,
+                       config: GenerationConfig | None = None,
+                       calls: dict[str, dict[str, int]] | None = None) -> list[GenerationResult | FailedResult]:
+        """Ask judge model ``label`` to continue each conversation; answers cached like any request."""
+        assert self.cache is not None
+        model = self._model(label)
+        backend = self.backend(model)
+        cfg = config or generation_config(model, _NO_DATASET)
+        system: tuple[tuple[str, str], ...] = (("system", model.system_prompt),) if model.system_prompt else ()
+        reqs: list[Request] = [GenerationRequest(messages=system + tuple((r, c) for r, c in conv), config=cfg)
+                               for conv in conversations]
+        keys = request_keys(canonical_json(backend.identity()), reqs)
+        found = self.cache.get_many(keys) if self.cache.enabled else {}
+        out: list[Any] = [found.get(k) for k in keys]
+        missing = [i for i, o in enumerate(out) if o is None]
+        errors: dict[int, str] = {}
+        if missing:
+            task = self.progress.add(f"{unit.id} judge {label}", total=len(reqs), completed=len(reqs) - len(missing))
+            errors = self._answer(unit, self._ensure_loaded(model), missing, out, task, reqs, keys, "generate")
+            self.progress.finish(task)
+        for i, err in errors.items():
+            out[i] = FailedResult(err)
+        n = {"requests": len(reqs), "cached": len(reqs) - len(missing), "sent": len(missing), "failed": len(errors)}
+        for stats in (self.judge_stats.setdefault(label, {}), ({} if calls is None else calls).setdefault(label, {})):
+            for k, v in n.items():
+                stats[k] = stats.get(k, 0) + v
+        log.info("judge_calls", unit=unit.id, judge=label, **n)
+        return out
 
     def _failed_result(self, unit: Unit, started: str, failed: dict[int, str], raw: list[Any]) -> UnitResult:
         """Some requests failed: no score (it would count a partial set), the failed samples listed."""
@@ -423,15 +605,18 @@ class Run:
     def _write_predictions(self, unit: Unit, outputs: Sequence[Any], scored: Sequence[Any]) -> None:
         lines = []
         requests = unit.requests if unit.mode == "generate" else [None] * len(unit.samples)
-        for s, out, sc, req in zip(unit.samples, outputs, scored, requests):
+        for i, (s, out, sc, req) in enumerate(zip(unit.samples, outputs, scored, requests)):
             rec: dict[str, Any] = {"id": s.id, "subset": s.subset, "prompt": s.prompt, "target": s.target}
             if unit.mode == "likelihood":
                 rec["choices"] = s.choices
                 rec["logprobs"] = [o.logprob for o in out]
             else:
+                req = unit.last_requests.get(i, req)  # a multi-turn sample: its whole conversation
                 if req.messages is not None:  # what a chat model really received
                     rec["messages"] = req.message_dicts()
                 rec["output"] = out.text
+                if isinstance(out, ConversationResult):
+                    rec["turns"] = out.texts
             rec["prediction"] = sc.prediction
             rec["score"] = sc.score
             if sc.extra:
@@ -456,6 +641,19 @@ class Run:
         return tables
 
 
+def _next_turn(request: GenerationRequest, answer: str, user: str) -> GenerationRequest:
+    """The request of a conversation's next turn: the previous one, its answer, and the next user turn."""
+    messages = (request.messages or ()) + (("assistant", answer), ("user", user))
+    return GenerationRequest(messages=messages, config=request.config, sample_id=request.sample_id)
+
+
+class _NoDataset:
+    generation: dict[str, Any] = {}
+
+
+_NO_DATASET: Any = _NoDataset()
+
+
 def merge_shards(results: list[UnitResult]) -> list[UnitResult]:
     """Combine the shards of one model x dataset into one result (subset scores weighted by count)."""
     merged: dict[tuple[str, str], UnitResult] = {}
@@ -474,7 +672,9 @@ def merge_shards(results: list[UnitResult]) -> list[UnitResult]:
             if s["subset"] in by:
                 t = by[s["subset"]]
                 n = t["n"] + s["n"]
-                t["score"] = (t["score"] * t["n"] + s["score"] * s["n"]) / n
+                t["score"] = ((t["score"] or 0.0) * t["n"] + (s["score"] or 0.0) * s["n"]) / n if n else None
+                if s.get("unscored"):
+                    t["unscored"] = t.get("unscored", 0) + s["unscored"]
                 t["metrics"] = {k: (t["metrics"].get(k, 0) * t["n"] + v * s["n"]) / n for k, v in s["metrics"].items()}
                 t["n"] = n
             else:
@@ -521,6 +721,13 @@ def print_plan(run: Run, file: Any = None) -> None:
         to_run = len(u.requests) - u.cached
         print(f"  {u.id}: mode={u.mode} subsets={n_sub} samples={len(u.samples)} "
               f"requests={len(u.requests)} cached={u.cached} to_run={to_run}", file=file)
+        if u.later_turns:
+            print(f"    turns 2+: {u.later_turns} requests, {u.later_cached} cached (a turn's prompt holds the answers "
+                  f"before it, so only turns after cached ones can be looked up)", file=file)
+        judges = getattr(u.dataset, "judges", None)
+        if judges:
+            print(f"    judged by {', '.join(judges)}: judge requests depend on the answers; cached ones are reused",
+                  file=file)
         total += len(u.requests)
         cached += u.cached
         if to_run:

@@ -54,6 +54,10 @@ class Sample:
     chat_prompt: str | None = None
     messages: list[dict[str, str]] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    #: a multi-turn conversation's user turns (MT-Bench): chat models answer ``turns[0]`` (after ``messages``,
+    #: when given), then each next turn with their own earlier answers in the history; each turn is one cached
+    #: request. ``prompt``/``chat_prompt`` hold the first turn.
+    turns: list[str] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -83,6 +87,9 @@ class GenerationRequest:
     prompt: str | None = None
     messages: tuple[tuple[str, str], ...] | None = None  # ((role, content), ...): hashable and ordered
     config: GenerationConfig = field(default_factory=GenerationConfig)
+    #: the sample this request answers (a hint for backends that look answers up, e.g. pregenerated answer
+    #: files); not part of the cache key nor of equality: the same prompt is the same request
+    sample_id: str | None = field(default=None, compare=False)
 
     def key_parts(self) -> tuple[str, ...]:
         import json
@@ -153,6 +160,36 @@ class FailedResult:
         raise TypeError("a FailedResult is never cached")
 
 
+@dataclass(slots=True)
+class ConversationResult:
+    """The answers of a multi-turn sample (:attr:`Sample.turns`), one :class:`GenerationResult` per user turn.
+
+    It reads like the last turn's result (``text``, ``finish_reason``), so evaluators of a final answer need no
+    change; token counts are the sum over turns. Never cached itself: each turn is cached as its own request."""
+
+    turns: list[GenerationResult]
+
+    @property
+    def text(self) -> str:
+        return self.turns[-1].text
+
+    @property
+    def texts(self) -> list[str]:
+        return [t.text for t in self.turns]
+
+    @property
+    def finish_reason(self) -> str | None:
+        return self.turns[-1].finish_reason
+
+    @property
+    def prompt_tokens(self) -> int | None:
+        return sum(t.prompt_tokens or 0 for t in self.turns)
+
+    @property
+    def completion_tokens(self) -> int | None:
+        return sum(t.completion_tokens or 0 for t in self.turns)
+
+
 def result_from_json(text: str) -> LoglikelihoodResult | GenerationResult:
     """Decode a cached result: a JSON array is a log-likelihood, an object a generation."""
     v = _loads(text)
@@ -177,7 +214,7 @@ class ScoredSample:
 
     id: str
     subset: str
-    score: float
+    score: float | None  # None: not scored (e.g. every judge verdict failed); left out of means, counted
     prediction: Any = None
     extra: dict[str, Any] = field(default_factory=dict)
 

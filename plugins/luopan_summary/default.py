@@ -82,7 +82,7 @@ def _cells(units: Sequence[UnitResult | None], fn: Any) -> list[Any]:
 
 def _subset_score(u: UnitResult, name: str) -> float | None:
     s = next((s for s in u.subsets if s["subset"] == name), None)
-    return _pct(s["score"]) if s else None
+    return _pct(s["score"]) if s and s["score"] is not None else None
 
 
 def _n_of(ok: Sequence[UnitResult], names: Sequence[str]) -> int:
@@ -90,13 +90,13 @@ def _n_of(ok: Sequence[UnitResult], names: Sequence[str]) -> int:
 
 
 def _mean_of(u: UnitResult, names: Sequence[str]) -> float | None:
-    vals = [s["score"] for s in u.subsets if s["subset"] in names]
+    vals = [s["score"] for s in u.subsets if s["subset"] in names and s["score"] is not None]
     return _pct(sum(vals) / len(vals)) if vals else None
 
 
 def _weighted(u: UnitResult) -> float | None:
-    n = sum(s["n"] for s in u.subsets)
-    return _pct(sum(s["score"] * s["n"] for s in u.subsets) / n) if n else None
+    n = sum(s["n"] for s in u.subsets if s["score"] is not None)
+    return _pct(sum(s["score"] * s["n"] for s in u.subsets if s["score"] is not None) / n) if n else None
 
 
 def _extra_mean(u: UnitResult, name: str, pct: bool) -> float | None:

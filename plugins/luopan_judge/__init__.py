@@ -1,0 +1,54 @@
+"""Subjective evaluation: a model judges open-ended answers (pairwise or on a 1-10 scale), and an arena ranks the
+models from their battles (Bradley-Terry ratings with bootstrap intervals, win rates, judge consistency).
+
+Registers the ``answers`` backend (pregenerated answers as given predictions), the ``questions`` dataset loader
+(MT-Bench, Arena-Hard, AlpacaEval layouts), the ``pairwise``, ``single_grade`` and ``cascade`` evaluators, and a
+run-finish hook that writes the arena leaderboards and the judging table (``docs/subjective.md``).
+"""
+
+from typing import Any
+
+from luopan import hookimpl
+
+
+@hookimpl
+def luopan_register_backends(register: Any) -> None:
+    from luopan_judge.answers import AnswersBackend, AnswersParams
+
+    register("answers", AnswersBackend, params=AnswersParams,
+             description="pregenerated answers from files (MT-Bench, Arena-Hard, AlpacaEval) as given predictions")
+
+
+@hookimpl
+def luopan_register_datasets(register: Any) -> None:
+    from luopan_judge.questions import QuestionsDataset, QuestionsParams
+
+    register("questions", QuestionsDataset, params=QuestionsParams,
+             description="open-ended questions for judged evaluation: MT-Bench (2 turns), Arena-Hard, AlpacaEval")
+
+
+@hookimpl
+def luopan_register_evaluators(register: Any) -> None:
+    from luopan_judge.pairwise import Pairwise, PairwiseParams
+    from luopan_judge.single import Cascade, CascadeParams, SingleGrade, SingleGradeParams
+
+    register("pairwise", Pairwise, params=PairwiseParams,
+             description="a judge compares two models' answers (both orders); battles for the arena leaderboard")
+    register("single_grade", SingleGrade, params=SingleGradeParams,
+             description="a judge rates each answer 1-10 (with the reference answer when there is one)")
+    register("cascade", Cascade, params=CascadeParams,
+             description="a rule decides what it can, the judge only the rest; judge calls saved reported")
+
+
+@hookimpl
+def luopan_validate_config(config: Any, source: str) -> None:
+    from luopan_judge.checks import check_judges
+
+    check_judges(config, source)
+
+
+@hookimpl
+def luopan_run_finish(run: Any, results: Any) -> None:
+    from luopan_judge.arena import write_arena_reports
+
+    write_arena_reports(run, results)

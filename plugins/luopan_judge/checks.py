@@ -1,0 +1,29 @@
+"""Checks of a run file before anything runs: a judging evaluator has a judge, a baseline is a model of the run."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from luopan.errors import ConfigError
+
+NEED_JUDGE = ("pairwise", "single_grade", "cascade")
+
+
+def check_judges(config: Any, source: str) -> None:
+    models = [m.label for m in config.models if getattr(m, "role", "model") != "judge"]
+    for i, d in enumerate(config.datasets):
+        ev = d.evaluator
+        if ev not in NEED_JUDGE:
+            continue
+        params = d.evaluator_params or {}
+        votes_only = ev == "pairwise" and params.get("judge") is False
+        if not getattr(d, "judges", None) and not votes_only:
+            raise ConfigError(f"datasets[{i}] '{d.label}': {ev} needs a judge: add a chat model with role: judge to "
+                              f"models (or name one with the dataset's judge:)")
+        if votes_only and not params.get("votes"):
+            raise ConfigError(f"datasets[{i}] '{d.label}': pairwise with judge: false needs votes")
+        baseline = params.get("baseline")
+        if ev == "pairwise" and baseline is not None and baseline not in models:
+            raise ConfigError(f"datasets[{i}] '{d.label}': pairwise: baseline '{baseline}' is not a model of this run "
+                              f"(models: {', '.join(models)}); add it, e.g. with the answers backend for pregenerated "
+                              f"answers")

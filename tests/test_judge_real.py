@@ -1,0 +1,63 @@
+"""A real judge for the plumbing: SmolLM2-135M-Instruct judges MT-Bench's pregenerated answers, once through the
+``hf`` backend (local) and once through llama.cpp's OpenAI-compatible server (the ``openai`` backend, the API
+path). SmolLM2 is a weak judge: these tests check that every battle ends in a verdict or a counted failure, that
+judge calls are cached (a rerun sends none), and that the arena tables are written; not the verdicts' quality."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import LLAMA_SERVER_KEY
+
+from luopan.cli import main
+
+pytestmark = pytest.mark.slow
+
+
+def write_run(tmp_path: Path, judge: str, name: str = "real") -> Path:
+    p = tmp_path / f"{name}.yaml"
+    p.write_text(f"""
+run: {{output_dir: {tmp_path / 'outputs'}, name: {name}}}
+models:
+  - {{preset: mt-bench-answers, name: gpt-4, params: {{model: gpt-4}}}}
+  - {{preset: mt-bench-answers, name: llama-13b, params: {{model: llama-13b}}}}
+  - {judge}
+datasets:
+  - preset: mt_bench
+    subsets: [writing, math]
+    limit_per_subset: 1
+    evaluator_params: {{prompts: brief, turns: [1], max_answer_chars: 600, verdict_retries: 1, bootstrap: 100}}
+""", encoding="utf-8")
+    return p
+
+
+def check(tmp_path: Path, name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    out = capsys.readouterr().out
+    arena = json.loads((tmp_path / "outputs" / name / "arena" / "mt_bench" / "summary.json").read_text())
+    judge = arena["judges"]["judge"]
+    assert judge["battles"] + judge["failed"] == 2  # 2 questions, turn 1, one pair
+    assert judge["calls"]["requests"] >= 4 and judge["calls"]["sent"] == judge["calls"]["requests"]
+    assert "arena: mt_bench / judge judge" in out or judge["battles"] == 0
+    # rerun: every judge call answered from the cache, the same leaderboard
+    assert main(["run", str(tmp_path / f"{name}.yaml"), "--no-progress", "--name", f"{name}-again"]) == 0
+    again = json.loads((tmp_path / "outputs" / f"{name}-again" / "arena" / "mt_bench" / "summary.json").read_text())
+    assert again["judges"]["judge"]["calls"]["sent"] == 0
+    assert again["judges"]["judge"]["calls"]["cached"] == judge["calls"]["requests"]
+    assert again["leaderboards"] == arena["leaderboards"]
+
+
+def test_smollm2_judge_through_the_hf_backend(tmp_path, capsys):
+    judge = ("{preset: smollm2-135m-instruct, name: judge, role: judge, generation: {max_new_tokens: 12}}")
+    assert main(["run", str(write_run(tmp_path, judge)), "--no-progress"]) == 0
+    check(tmp_path, "real", capsys)
+
+
+def test_smollm2_judge_through_llama_cpp_server(tmp_path, llama_server, capsys, monkeypatch):
+    monkeypatch.setenv("LUOPAN_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("LLAMA_TEST_CRED", LLAMA_SERVER_KEY)
+    judge = (f"{{name: judge, backend: openai, kind: chat, role: judge, generation: {{max_new_tokens: 12}}, "
+             f"params: {{base_url: '{llama_server}', model: smollm2, api_key_env: LLAMA_TEST_CRED}}}}")
+    assert main(["run", str(write_run(tmp_path, judge, "api")), "--no-progress"]) == 0
+    check(tmp_path, "api", capsys)
