@@ -18,6 +18,11 @@ of a log-likelihood between the tools, and both wall times. Usage:
   flock /tmp/luopan-bench.lock python benchmarks/parity_lmeval.py --only arc_easy,hellaswag \\
       --arc-limit 500 --hellaswag-limit 1000 --gsm8k-limit 200 --mmlu-subjects 5 [--mmlu-shots 0] \\
       [--model-dir .bench/smollm2-hf] [--out .bench/parity.json]
+
+With ``--budget-min M`` it first measures every benchmark on a few items (``--calibrate``: ARC 40, HellaSwag
+40, GSM8K 8, MMLU 8 per subject; kept in the report under "calibration"), estimates the seconds per item of
+each tool, and then runs each benchmark at the largest size, up to the limits given, that keeps the whole
+run (calibration included) within M minutes: every benchmark scaled by the same fraction of its limit.
 """
 
 from __future__ import annotations
@@ -251,6 +256,63 @@ def run_gsm8k(args: argparse.Namespace, tasks: Path) -> dict[str, Any]:
     return entry
 
 
+CALIBRATION = {"arc_easy": 40, "hellaswag": 40, "gsm8k": 8, "mmlu": 8}
+#: per-run start-up (imports, model load) taken out of a calibration time before dividing by its items
+STARTUP = {"luopan": 8.0, "lmeval": 12.0}
+
+
+def run_one(args: argparse.Namespace, name: str, tasks: Path, subjects: list[str]) -> dict[str, Any]:
+    if name == "arc_easy":
+        lim = args.arc_limit
+        ds = "  - preset: arc_easy\n" + (f"    limit: {lim}\n" if lim else "")
+        return run_mc(args, name, ds, "pb_arc_easy", lim, tasks, "arc_easy")
+    if name == "hellaswag":
+        lim = args.hellaswag_limit
+        ds = "  - preset: hellaswag\n" + (f"    limit: {lim}\n" if lim else "")
+        return run_mc(args, name, ds, "pb_hellaswag", lim, tasks, "hellaswag")
+    if name == "mmlu":
+        lim = args.mmlu_limit
+        ds = (f"  - preset: mmlu\n    subsets: [{', '.join(subjects)}]\n    shots: {args.mmlu_shots}\n"
+              + (f"    limit_per_subset: {lim}\n" if lim else ""))
+        shots = ["--num_fewshot", str(args.mmlu_shots)] if args.mmlu_shots else []
+        entry = run_mc(args, name, ds, "pb_mmlu_group", lim, tasks, "mmlu", shots)
+        entry.update(subjects=subjects, shots=args.mmlu_shots)
+        return entry
+    if name == "gsm8k":
+        return run_gsm8k(args, tasks)
+    sys.exit(f"unknown benchmark {name}")
+
+
+LIMIT_ARG = {"arc_easy": "arc_limit", "hellaswag": "hellaswag_limit", "gsm8k": "gsm8k_limit", "mmlu": "mmlu_limit"}
+
+
+def plan(args: argparse.Namespace, calib: dict[str, Any], full: dict[str, int], budget_s: float) -> dict[str, Any]:
+    """The largest common fraction of each benchmark's full size whose estimated cost fits ``budget_s``."""
+    per_item: dict[str, float] = {}
+    fixed = 0.0
+    for name, c in calib.items():
+        cost = 0.0
+        for tool in ("luopan", "lmeval"):
+            t = c.get(f"{tool}_s", 0.0)
+            start = min(STARTUP[tool], 0.6 * t)
+            cost += (t - start) / c["n"]
+            fixed += start
+        per_item[name] = cost
+    total_full = fixed + sum(per_item[n] * full[n] for n in calib)
+    frac = min(1.0, max(0.0, (budget_s - fixed) / (total_full - fixed))) if total_full > fixed else 1.0
+    sizes: dict[str, Any] = {}
+    for name in calib:
+        if frac >= 1.0:
+            sizes[name] = getattr(args, LIMIT_ARG[name])
+            continue
+        least = calib[name]["limit"]  # never below the calibration's own size
+        n = max(least, int(full[name] * frac))
+        if name == "mmlu":  # a limit per subject
+            n = max(least, int(full[name] * frac / args.mmlu_subjects))
+        sizes[name] = n
+    return {"fraction": frac, "estimated_full_s": total_full, "per_item_s": per_item, **sizes}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model-dir", type=Path, default=REPO / ".bench" / "smollm2-hf")
@@ -268,7 +330,12 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=REPO / ".bench" / "parity")
     ap.add_argument("--out", type=Path, default=REPO / ".bench" / "parity.json")
     ap.add_argument("--skip-lmeval", action="store_true")
+    ap.add_argument("--calibrate", type=int, default=None, help="items per benchmark to calibrate on (default: 40/40/8/8)")
+    ap.add_argument("--budget-min", type=float, default=None,
+                    help="calibrate on a few items, then size every benchmark to fit this many minutes in all")
     args = ap.parse_args()
+    args.work = args.work.resolve()
+    args.out = args.out.resolve()
     args.work.mkdir(parents=True, exist_ok=True)
     args.model_dir = args.model_dir.resolve()
     conf_path = args.model_dir / "config.json"  # see hf_vs_lmeval.py: the GGUF's quantization_config must go
@@ -289,31 +356,41 @@ def main() -> None:
     report: dict[str, Any] = json.loads(args.out.read_text()) if args.out.exists() else {}
     meta = {"date": time.strftime("%Y-%m-%d %H:%M"), "luopan_batch": args.luopan_batch,
             "luopan_gen_batch": args.luopan_gen_batch, "lmeval_batch": args.lmeval_batch}
-    for name in args.only.split(","):
-        if name == "arc_easy":
-            lim = args.arc_limit
-            ds = "  - preset: arc_easy\n" + (f"    limit: {lim}\n" if lim else "")
-            entry = run_mc(args, name, ds, "pb_arc_easy", lim, tasks, "arc_easy")
-        elif name == "hellaswag":
-            lim = args.hellaswag_limit
-            ds = "  - preset: hellaswag\n" + (f"    limit: {lim}\n" if lim else "")
-            entry = run_mc(args, name, ds, "pb_hellaswag", lim, tasks, "hellaswag")
-        elif name == "mmlu":
-            lim = args.mmlu_limit
-            ds = (f"  - preset: mmlu\n    subsets: [{', '.join(subjects)}]\n    shots: {args.mmlu_shots}\n"
-                  + (f"    limit_per_subset: {lim}\n" if lim else ""))
-            shots = ["--num_fewshot", str(args.mmlu_shots)] if args.mmlu_shots else []
-            entry = run_mc(args, name, ds, "pb_mmlu_group", lim, tasks, "mmlu", shots)
-            entry.update(subjects=subjects, shots=args.mmlu_shots)
-        elif name == "gsm8k":
-            entry = run_gsm8k(args, tasks)
-        else:
-            sys.exit(f"unknown benchmark {name}")
+    names = args.only.split(",")
+    t_start = time.perf_counter()
+    if args.budget_min is not None:
+        limits = {n: getattr(args, LIMIT_ARG[n]) for n in names}
+        n_test = {"arc_easy": 2376, "hellaswag": 10042, "gsm8k": 1319}
+        mmlu_total = sum(len(list(csv.DictReader(open(data / "mmlu" / "test" / f"{s}_test.csv", encoding="utf-8"))))
+                         for s in subjects)
+        full = {n: (limits[n] or n_test[n]) if n != "mmlu" else
+                (min(mmlu_total, (limits[n] or 10**9) * len(subjects))) for n in names}
+        calib: dict[str, Any] = {}
+        for name in names:
+            setattr(args, LIMIT_ARG[name], args.calibrate or CALIBRATION[name])
+            entry = run_one(args, name, tasks, subjects)
+            entry.update(meta)
+            calib[name] = entry
+            print("calibration", name, json.dumps({k: v for k, v in entry.items() if k != "differing_items"}),
+                  flush=True)
+            report.setdefault("calibration", {})[name] = entry
+            args.out.write_text(json.dumps(report, indent=2))
+        left = args.budget_min * 60 - (time.perf_counter() - t_start)
+        sizes = plan(args, calib, full, left)
+        report["plan"] = {**sizes, "budget_s_left": left, "full": full}
+        print("plan", json.dumps(report["plan"]), flush=True)
+        args.out.write_text(json.dumps(report, indent=2))
+        for name in names:
+            setattr(args, LIMIT_ARG[name], sizes[name])
+    for name in names:
+        entry = run_one(args, name, tasks, subjects)
         entry.update(meta)
         report[name] = entry
         summary = {k: v for k, v in entry.items() if k not in ("differing_items",)}
         print(name, json.dumps(summary), flush=True)
         args.out.write_text(json.dumps(report, indent=2))
+    report["total_s"] = time.perf_counter() - t_start
+    args.out.write_text(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":
