@@ -244,3 +244,23 @@ def test_stop_strings_and_token_estimates():
     assert estimate_tokens("") == 0
     assert estimate_tokens("abcd" * 10) == 10
     assert estimate_tokens("中国的首都") == 5
+
+
+def test_offsets_that_are_not_positions_fall_back_to_the_context_echo():
+    from luopan_openai.backend import logprob_after_common_prefix, offsets_usable
+
+    # vLLM-style: a BOS echoed as "<s>" and offsets summing decoded token lengths (a byte piece is "\ufffd")
+    text = "中国的首都是北京"
+    joint = SimpleNamespace(tokens=["<s>", "中国", "的", "\ufffd", "\ufffd", "是", "北京"],
+                            text_offset=[0, 3, 5, 6, 7, 8, 9],
+                            token_logprobs=[None, -3.0, -1.0, -2.0, -0.1, -0.5, -1.5],
+                            top_logprobs=None)
+    assert not offsets_usable(joint, text, 7)
+    ctx = SimpleNamespace(tokens=["<s>", "中国", "的", "\ufffd", "\ufffd", "是", "上海"],
+                          text_offset=[0, 3, 5, 6, 7, 8, 9], token_logprobs=[None, -3.0, -1.0, -2.0, -0.1, -0.5, -9.0],
+                          top_logprobs=None)
+    r = logprob_after_common_prefix(joint, 7, (ctx, 6))  # the context "中国的首都是" is 6 prompt tokens
+    assert r.logprob == pytest.approx(-1.5) and r.n_tokens == 1
+    # correct character offsets pass the check
+    ok = SimpleNamespace(tokens=["The", " capital", " is", " Paris"], text_offset=[0, 3, 11, 14])
+    assert offsets_usable(ok, "The capital is Paris", 4)

@@ -123,6 +123,7 @@ class OpenAIBackend(Backend):
         self._thread: threading.Thread | None = None
         self._fatal: str | None = None
         self._checked_logprobs = False
+        self._context_echoes: dict[str, Any] = {}  # context -> future of its own echo (the offsets fallback)
         self.stats = {"sent": 0, "retried": 0, "rate_limited": 0, "failed": 0,
                       "prompt_tokens": 0, "completion_tokens": 0}
 
@@ -414,7 +415,26 @@ class OpenAIBackend(Backend):
     async def _loglikelihood(self, r: LoglikelihoodRequest) -> LoglikelihoodResult:
         text = r.context + r.continuation
         choice, usage = await self._echo(text)
-        return continuation_logprob(choice.logprobs, usage, len(r.context), len(text))
+        lp = choice.logprobs
+        n_prompt = _prompt_token_count(lp, usage, len(text))
+        if offsets_usable(lp, text, n_prompt):
+            return continuation_logprob(lp, usage, len(r.context), len(text))
+        # Offsets that are not character positions in the prompt (vLLM sums the lengths of tokens decoded one
+        # by one: a BOS's text and the U+FFFD of each byte piece push them off). Count by tokens instead: the
+        # continuation starts where this echo first differs from the echo of the context alone.
+        ctx = await self._context_echo(r.context)
+        return logprob_after_common_prefix(lp, n_prompt, ctx)
+
+    async def _context_echo(self, context: str) -> tuple[Any, int]:
+        """The context's own echo, requested once and shared by all its continuations."""
+        fut = self._context_echoes.get(context)
+        if fut is None:
+            if len(self._context_echoes) > 4096:
+                self._context_echoes.clear()
+            fut = asyncio.ensure_future(self._echo(context))
+            self._context_echoes[context] = fut
+        choice, usage = await asyncio.shield(fut)
+        return choice.logprobs, _prompt_token_count(choice.logprobs, usage, len(context))
 
 
 class _NoLogprobs(Exception):
@@ -427,6 +447,51 @@ def _prompt_token_count(lp: Any, usage: Any, text_len: int) -> int:
     if usage is not None and usage.prompt_tokens and usage.prompt_tokens <= n:
         return int(usage.prompt_tokens)
     return sum(1 for off in lp.text_offset if off < text_len)
+
+
+def _plain(token: str) -> bool:
+    return bool(token) and "\ufffd" not in token and not token.startswith("bytes:")
+
+
+def offsets_usable(lp: Any, text: str, n_prompt: int) -> bool:
+    """Whether ``text_offset`` holds character positions in the prompt (OpenAI's meaning): never decreasing,
+    and every token with plain text found at its offset."""
+    offsets, tokens = lp.text_offset, lp.tokens or []
+    prev = 0
+    for k in range(min(n_prompt, len(offsets))):
+        off = offsets[k]
+        if off < prev or off > len(text):
+            return False
+        prev = off
+        if k < len(tokens) and _plain(tokens[k]) and not text.startswith(tokens[k], off):
+            return False
+    return True
+
+
+def logprob_after_common_prefix(lp: Any, n_prompt: int, ctx: tuple[Any, int]) -> LoglikelihoodResult:
+    """Sum the echoed logprobs after the tokens this echo shares with the context's own echo ``ctx``
+    (same token text and logprob): the continuation, including a token merged across the boundary."""
+    ctx_lp, n_ctx = ctx
+    i = 0
+    while i < min(n_ctx, n_prompt) and lp.tokens[i] == ctx_lp.tokens[i] and (
+        (lp.token_logprobs[i] is None and ctx_lp.token_logprobs[i] is None)
+        or (lp.token_logprobs[i] is not None and ctx_lp.token_logprobs[i] is not None
+            and abs(lp.token_logprobs[i] - ctx_lp.token_logprobs[i]) <= 1e-3)
+    ):
+        i += 1
+    if i >= n_prompt:
+        raise ValueError("no echoed token covers the continuation")
+    total, greedy = 0.0, True
+    for k in range(i, n_prompt):
+        value = lp.token_logprobs[k]
+        if value is None:
+            raise ValueError("the server gave no logprob for a continuation token (empty context?)")
+        total += value
+        tops = lp.top_logprobs[k] if lp.top_logprobs and k < len(lp.top_logprobs) else None
+        if tops:
+            best = max(tops.items(), key=lambda kv: kv[1])
+            greedy = greedy and (best[0] == lp.tokens[k] or best[1] <= value + 1e-6)
+    return LoglikelihoodResult(total, greedy, n_prompt - i)
 
 
 def continuation_logprob(lp: Any, usage: Any, context_len: int, text_len: int) -> LoglikelihoodResult:
