@@ -70,7 +70,7 @@ class ScriptedJudge(Backend):
             gold = re.findall(r"\d+", ref)[-1]
             return "[[CORRECT]]" if gold in ans else "Not the same value. [[INCORRECT]]"
         tags = TAG.findall(prompt.split("[Assistant", 1)[1] if "[Assistant" in prompt else prompt)
-        if "Rating: [[5]]" in prompt or "rating from 1" in prompt:  # single-answer grading
+        if "Rating: [[5]]" in prompt or "rating from 1" in prompt or "to 10 (best)" in prompt:  # single grading
             s = self.p.strengths.get(tags[-1], 5) if tags else 5
             return f"The answer is fine. {s:g}/10" if self.p.style == "rating_slash" else f"Rating: [[{s:g}]]"
         if qid in self.p.biased:

@@ -60,6 +60,11 @@ PAIRWISE = [
     ("", None),
     ("I think the question is ambiguous and needs more context.", None),
     ("The answer from assistant is good", None),
+    ("Answer A:\nThe answer is better", None),  # a heading echoed back, not a verdict
+    ("Answer: B", "B"),
+    ("A is better.", "A"),
+    ("I think B is clearly better than A", "B"),
+    ("A, B, or C", None),  # the options echoed back
 ]
 
 RATINGS = [

@@ -19,12 +19,15 @@ from luopan.errors import ConfigError
 from luopan.types import FailedResult
 
 REMINDERS = {
-    "pair": "Your reply did not end with a verdict in the required format. Reply with only the verdict: [[A]] if "
-            "assistant A is better, [[B]] if assistant B is better, [[C]] for a tie.",
-    "single": "Your reply did not give a rating in the required format. Reply with only the rating from 1 to 10, "
-              "in this format: Rating: [[5]]",
+    "pair": "Your reply did not state a verdict. Reply with only the verdict: [[A]] if assistant A is better, "
+            "[[B]] if assistant B is better, [[C]] for a tie.",
+    "single": "Your reply did not state a rating. Reply with only the rating from 1 to 10, in this format: "
+              "Rating: [[5]]",
     "correct": "Your reply did not give a verdict in the required format. Reply with only [[CORRECT]] or "
                "[[INCORRECT]].",
+    # after a brief prompt (small judges): as plain as the prompt
+    "pair-brief": "Reply with one letter only: A, B, or C.",
+    "single-brief": "Reply with one number from 1 to 10 only.",
 }
 
 

@@ -78,7 +78,7 @@ def pair_values(sample: Sample, turn: int, a: list[str], b: list[str], max_chars
         v[f"answer_b_{i}"] = clip(b[i - 1], max_chars)
     if ref:
         for i, r in enumerate(ref, 1):
-            v[f"ref_answer_{i}"] = r
+            v[f"ref_answer_{i}"] = clip(r, max_chars)
     return v
 
 
@@ -170,7 +170,8 @@ class Pairwise(Evaluator):
                     convs.append(render(prompt, values))
                     where.append((k, o))
                 rec["prompt"] = prompt.name
-        judged: list[Judgment] = ask(ctx, convs, parse_pairwise, kind="pair", judge=judge,
+        kind = "pair-brief" if self.p.prompts == "brief" else "pair"
+        judged: list[Judgment] = ask(ctx, convs, parse_pairwise, kind=kind, judge=judge,
                                      retries=self.p.verdict_retries) if convs else []
         per_job: dict[int, list[Judgment | None]] = {}
         for (k, o), j in zip(where, judged):
@@ -202,7 +203,7 @@ class Pairwise(Evaluator):
         for spec in self.p.votes:
             for v in load_votes(spec):
                 qid = v.question if v.question in ids else by_text.get(" ".join(v.question.split()))
-                if qid is None or v.turn != 1 and len(question_turns(next(s for s in samples if s.id == qid))) < v.turn:
+                if qid is None:
                     continue
                 if v.model_a == me and v.model_b in opponents:
                     out.setdefault(qid, []).append(v.outcome)

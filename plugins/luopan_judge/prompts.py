@@ -53,24 +53,43 @@ def _ref_conv(k: int) -> str:
     return "\n\n".join(f"### User:\n{{question_{i}}}\n\n### Reference answer:\n{{ref_answer_{i}}}" for i in range(1, k + 1))
 
 
-_BRIEF = {
-    "pair": "Reply with the verdict only, no explanation: [[A]] if assistant A's answer is better, [[B]] if "
-            "assistant B's answer is better, [[C]] for a tie.",
-    "single": "Reply with the rating only, no explanation, in this format: Rating: [[5]]",
-}
+def _brief(kind: str, reference: bool, turn: int, name: str) -> JudgePrompt:
+    """Plain text, one user message ending with the question: small models imitate bracketed layouts instead of
+    answering them, but answer a plain "Which answer is better, A or B?" with a letter."""
+    ref = ""
+    if reference:
+        ref = "Reference answer (correct):\n" + ("{ref_answer_1}" if turn == 1 else f"{{ref_answer_{turn}}}") + "\n\n"
+
+    def conv(x: str) -> str:
+        return "\n".join(f"User: {{question_{i}}}\nAssistant: {{answer_{x}{i}}}" for i in range(1, turn + 1))
+
+    if kind == "pair":
+        if turn == 1:
+            body = "Question: {question}\n\n" + ref + "Answer A:\n{answer_a}\n\nAnswer B:\n{answer_b}\n\n"
+            ask = "Which answer is better, A or B?"
+        else:
+            body = ref + f"Conversation A:\n{conv('a_')}\n\nConversation B:\n{conv('b_')}\n\n"
+            ask = "Which assistant answered the last question better, A or B?"
+        return JudgePrompt(name, "", body + ask + " Reply with one letter: A, B, or C if they are equally good.")
+    if turn == 1:
+        body = "Question: {question}\n\n" + ref + "Answer:\n{answer}\n\n"
+        ask = "Rate the answer"
+    else:
+        body = ref + f"Conversation:\n{conv('')}\n\n"
+        ask = "Rate the assistant's answer to the last question"
+    return JudgePrompt(name, "", body + ask + " from 1 (worst) to 10 (best). Reply with one number.")
 
 
 def builtin_prompt(kind: str, reference: bool, turn: int, *, brief: bool = False) -> JudgePrompt:
     """luopan's own judge prompt for ``kind`` (pair/single), with or without a reference, judging ``turn``.
-    ``brief``: the verdict alone, no explanation (small or cheap judges: a few output tokens per call)."""
+    ``brief``: the verdict alone, no explanation and no system message: one plain user message ending with the
+    question, for small or cheap judges (a few output tokens per call; small models follow it far better)."""
     focus = "" if turn == 1 else f" in a conversation (judge only the answers to the user's question number {turn})"
     criteria = _WITH_REF if reference else _GENERAL
     name = f"luopan-{'brief-' if brief else ''}{kind}{'-ref' if reference else ''}{'' if turn == 1 else '-multi-turn'}"
-    prompt = _builtin(kind, reference, turn, focus, criteria, name)
     if brief:
-        system = prompt.system.split(" Explain your reasoning")[0] + " " + _BRIEF[kind]
-        return JudgePrompt(name, system, prompt.template + "\n\n" + _BRIEF[kind])
-    return prompt
+        return _brief(kind, reference, turn, name)
+    return _builtin(kind, reference, turn, focus, criteria, name)
 
 
 def _builtin(kind: str, reference: bool, turn: int, focus: str, criteria: str, name: str) -> JudgePrompt:

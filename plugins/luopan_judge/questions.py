@@ -10,7 +10,6 @@ reference answer's turns when there is one, else ``None``.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Literal
 
@@ -131,6 +130,3 @@ def question_turns(sample: Sample) -> list[str]:
     return list(sample.turns) if sample.turns else [sample.chat_prompt if sample.chat_prompt is not None
                                                     else sample.prompt]
 
-
-def json_dumps(obj: Any) -> str:
-    return json.dumps(obj, ensure_ascii=False)

@@ -16,6 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field
 _NUMBER = re.compile(r"(?<![A-Za-z0-9_.])-?\$?\s?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:\s*/\s*\d+)?")
 
 
+_built: dict[tuple[str, str], Any] = {}
+
+
 class RuleSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -51,7 +54,10 @@ def rule_correct(spec: RuleSpec, answer: str, reference: str) -> bool | None:
     from luopan.plugins import get_registry
     from luopan.types import GenerationResult, Sample
 
-    evaluator = get_registry().get("evaluator", spec.rule).build(spec.params)
+    key = (spec.rule, spec.model_dump_json())
+    evaluator = _built.get(key)
+    if evaluator is None:
+        evaluator = _built[key] = get_registry().get("evaluator", spec.rule).build(spec.params)
     s = Sample("rule", "rule", "", reference)
     scored = evaluator.score([s], [GenerationResult(answer)], EvalContext("generate", "", ""))
     return scored[0].score == 1.0

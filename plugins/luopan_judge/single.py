@@ -65,13 +65,14 @@ class SingleGrade(Evaluator):
                         v[f"question_{k}"] = q[k - 1]
                         v[f"answer_{k}"] = clip(answers[i][k - 1], self.p.max_answer_chars)
                     for k, r in enumerate(ref or [], 1):
-                        v[f"ref_answer_{k}"] = r
+                        v[f"ref_answer_{k}"] = clip(r, self.p.max_answer_chars)
                     jobs.append((i, turn, judge, prompt.name))
                     convs.append(render(prompt, v))
         judged = []
         for judge in ctx.judges:
             mine = [c for c, job in zip(convs, jobs) if job[2] == judge]
-            judged += ask(ctx, mine, parse_rating, kind="single", judge=judge, retries=self.p.verdict_retries)
+            kind = "single-brief" if self.p.prompts == "brief" else "single"
+            judged += ask(ctx, mine, parse_rating, kind=kind, judge=judge, retries=self.p.verdict_retries)
         per: dict[int, list[dict[str, Any]]] = {}
         for (i, turn, judge, name), j in zip(jobs, judged):
             per.setdefault(i, []).append({"turn": turn, "judge": judge, "prompt": name, "rating": j.verdict,

@@ -40,11 +40,13 @@ _ECHO = re.compile(r'"?\[\[[^\]]{1,6}\]\]"?\s*(?:if|for|when|means|表示|代表
 _SINGLE_BRACKET = re.compile(r"(?<!\[)\[\s*([ABC])\s*\](?!\])")
 
 _EN_PATTERNS: list[tuple[re.Pattern[str], str]] = [
-    (re.compile(r"\b(?:final\s+)?(?:verdict|decision|answer|choice|winner)\s*(?:is|:|-)?\s*"
+    (re.compile(r"\b(?:final\s+)?(?:verdict|decision|answer|choice|winner)\s*(?:is|:|-)\s*"
                 r"(?:assistant\s+|response\s+|answer\s+|model\s+|output\s+)?[\"'(]?([AB])\b[\"')]?", re.I), "{}"),
     (re.compile(r"\b(?:assistant|response|answer|model|output)\s+([AB])(?:'s\s+(?:answer|response))?\s+"
                 r"(?:is|was|provides?\s+a|gives?\s+a)\s+(?:clearly\s+|slightly\s+|significantly\s+|much\s+)?"
                 r"(?:better|superior|stronger|preferred|more\s+helpful|the\s+winner|the\s+better)", re.I), "{}"),
+    (re.compile(r"(?:^|[\s(\"'])([AB])\s+is\s+(?:clearly\s+|slightly\s+|much\s+)?(?:better|the\s+better\s+(?:one|answer))"
+                r"\b", re.I | re.M), "{}"),
     (re.compile(r"\b(?:I\s+)?(?:prefer|choose|pick|select)\s+(?:assistant\s+|response\s+|answer\s+|model\s+)?"
                 r"([AB])\b", re.I), "{}"),
     (re.compile(r"\b(?:it'?s\s+a\s+|a\s+|is\s+a\s+|verdict\s*:?\s*|result\s*:?\s*)(tie|draw)\b", re.I), "tie"),
