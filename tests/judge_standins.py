@@ -31,6 +31,8 @@ class ScriptedParams(BaseModel):
     garbage_once: list[str] = Field(default_factory=list)
     style: str = "brackets"  # brackets | chinese | rating_slash
     calls_log: str | None = None
+    delay_s: float = 0.0  # per request (to interrupt a run mid-judging)
+    chunk_size: int = 256
 
 
 class ScriptedJudge(Backend):
@@ -39,9 +41,10 @@ class ScriptedJudge(Backend):
 
     def __init__(self, **p: Any) -> None:
         self.p = ScriptedParams(**p)
+        self.chunk_size = self.p.chunk_size
 
     def identity(self) -> dict[str, Any]:
-        return {"backend": "scripted", **self.p.model_dump(exclude={"calls_log"})}
+        return {"backend": "scripted", **self.p.model_dump(exclude={"calls_log", "delay_s", "chunk_size"})}
 
     def _qid(self, text: str) -> str | None:
         m = re.search(r"\bQ(\d+)\b", text)
@@ -55,6 +58,10 @@ class ScriptedJudge(Backend):
             first_user = "\n".join(c for _, c in msgs[: k + 1])  # the system prompt and the question
             retried = sum(1 for role, _ in msgs if role == "assistant") > 0
             qid = self._qid(first_user)
+            if self.p.delay_s:
+                import time
+
+                time.sleep(self.p.delay_s)
             if self.p.calls_log:
                 with open(self.p.calls_log, "a", encoding="utf-8") as fh:
                     fh.write(f"{qid}\n")

@@ -102,6 +102,38 @@ def test_judge_calls_resume_where_they_stopped(judge_registry, tmp_path):
     assert _calls(calls) - first == 36  # only q4..q6 were new
 
 
+def test_judging_resumes_after_kill_9(judge_registry, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    write_bench(tmp_path, MODELS)
+    calls = tmp_path / "calls.txt"
+    script = SCRIPT.replace("CALLS", str(calls))[:-1] + ", delay_s: 0.02, chunk_size: 4}"
+    p = run_file(tmp_path, list(MODELS), judge=script)
+    here = Path(__file__).parent
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import judge_standins; "
+            "from luopan.plugins import load_registry, reset_registry; "
+            "reset_registry(load_registry(extra_plugins=[('judge_standins', judge_standins)])); "
+            "from luopan.cli import main; sys.exit(main(['run', sys.argv[2], '--no-progress']))")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(here), str(p)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while _calls(calls) < 30 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = _calls(calls)
+    assert 30 <= before < 108, before
+    assert main(["run", str(p), "--no-progress"]) == 0
+    # every answered chunk was cached: at most the chunk in flight (4 requests) is asked again
+    assert 108 <= _calls(calls) <= 108 + 4
+    judging = _table(_summary(tmp_path), "judging")
+    assert sum(row[5] for row in judging["rows"]) > 0  # the rerun found judge answers in the cache
+
+
 def test_multi_turn_rollout_uses_the_models_own_first_answer(judge_registry, tmp_path):
     write_bench(tmp_path, MODELS, questions=2)
     p = run_file(tmp_path, list(MODELS))
