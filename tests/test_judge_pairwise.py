@@ -78,6 +78,7 @@ def test_win_rates_consistency_failures_and_cache(judge_registry, tmp_path, caps
 
     out = capsys.readouterr().out
     assert "consistency 80.0% of 30 pairs" in out and "failed verdicts: 6 of 36 battles" in out
+    assert "judge calls: 108 sent, 108 answered from the cache" in out  # 72 requests in each of the 3 units
     assert "| 1 | m1 |" in out and "win rate (%) of row over column" in out
 
     # rerun: every judge answer comes from the cache

@@ -16,7 +16,7 @@ from luopan.cli import main
 pytestmark = pytest.mark.slow
 
 
-def write_run(tmp_path: Path, judge: str, name: str = "real") -> Path:
+def write_run(tmp_path: Path, judge: str, name: str = "real", contestant: str = "") -> Path:
     p = tmp_path / f"{name}.yaml"
     p.write_text(f"""
 run: {{output_dir: {tmp_path / 'outputs'}, name: {name}}}
@@ -24,6 +24,7 @@ models:
   - {{preset: mt-bench-answers, name: gpt-4, params: {{model: gpt-4}}}}
   - {{preset: mt-bench-answers, name: llama-13b, params: {{model: llama-13b}}}}
   - {judge}
+{contestant}
 datasets:
   - preset: mt_bench
     subsets: [writing, math]
@@ -33,11 +34,11 @@ datasets:
     return p
 
 
-def check(tmp_path: Path, name: str, capsys: pytest.CaptureFixture[str]) -> None:
+def check(tmp_path: Path, name: str, capsys: pytest.CaptureFixture[str], pairs: int = 1) -> None:
     out = capsys.readouterr().out
     arena = json.loads((tmp_path / "outputs" / name / "arena" / "mt_bench" / "summary.json").read_text())
     judge = arena["judges"]["judge"]
-    assert judge["battles"] + judge["failed"] == 2  # 2 questions, turn 1, one pair
+    assert judge["battles"] + judge["failed"] == 2 * pairs  # 2 questions, turn 1
     assert judge["calls"]["requests"] >= 4 and judge["calls"]["sent"] == judge["calls"]["requests"]
     assert "arena: mt_bench / judge judge" in out or judge["battles"] == 0
     # rerun: every judge call answered from the cache, the same leaderboard
@@ -49,9 +50,15 @@ def check(tmp_path: Path, name: str, capsys: pytest.CaptureFixture[str]) -> None
 
 
 def test_smollm2_judge_through_the_hf_backend(tmp_path, capsys):
-    judge = ("{preset: smollm2-135m-instruct, name: judge, role: judge, generation: {max_new_tokens: 12}}")
-    assert main(["run", str(write_run(tmp_path, judge)), "--no-progress"]) == 0
-    check(tmp_path, "real", capsys)
+    """SmolLM2 also answers both MT-Bench turns itself (the second with its own first answer in the history)."""
+    judge = "{preset: smollm2-135m-instruct, name: judge, role: judge, generation: {max_new_tokens: 12}}"
+    contestant = "  - {preset: smollm2-135m-instruct, name: smollm2, generation: {max_new_tokens: 24}}"
+    assert main(["run", str(write_run(tmp_path, judge, contestant=contestant)), "--no-progress"]) == 0
+    rows = [json.loads(x) for x in (tmp_path / "outputs/real/predictions/smollm2/mt_bench.jsonl").read_text().splitlines()]
+    for row in rows:
+        assert [m["role"] for m in row["messages"]] == ["user", "assistant", "user"] and len(row["turns"]) == 2
+        assert row["messages"][1]["content"] == row["turns"][0]
+    check(tmp_path, "real", capsys, pairs=3)
 
 
 def test_smollm2_judge_through_llama_cpp_server(tmp_path, llama_server, capsys, monkeypatch):

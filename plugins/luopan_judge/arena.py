@@ -171,6 +171,8 @@ def agreement(judge: Source, votes: Source) -> dict[str, Any]:
 
 
 def _ci(r: Ratings, m: str) -> str:
+    if m == r.anchor:
+        return "anchor"
     if m not in r.low:
         return "-"
     return f"{r.low[m]:.0f} to {r.high[m]:.0f}"
@@ -238,8 +240,9 @@ def dataset_arena(run: Any, spec: Any, results: Sequence[UnitResult], out: Path)
                 notes.append(f"judge {s.name}: consistency {rate} (same winner in both orders; an inconsistent pair "
                              f"counts as a tie); failed verdicts: {len(s.failed)} of {n_all} battles "
                              f"({'see failures.jsonl' if s.failed else 'none'}); judge calls: "
-                             f"{calls.get('requests', 0)} requests, {calls.get('cached', 0)} from the cache, "
-                             f"{calls.get('sent', 0)} sent" + (f", {calls['failed']} failed" if calls.get("failed") else ""))
+                             f"{calls.get('sent', 0)} sent, {calls.get('cached', 0)} answered from the cache"
+                             + (f", {calls['failed']} failed (a rerun retries them)" if calls.get("failed") else "")
+                             + " (both models' units ask each comparison: the second finds it in the cache)")
                 if s.rule_decided:
                     notes.append(f"cascade: the rule decided {s.rule_decided} battles, saving {s.calls_saved} judge calls")
                 summary["judges"][s.name] = {"pairs": s.pairs, "consistent": s.consistent,
