@@ -273,7 +273,7 @@ def dataset_arena(run: Any, spec: Any, results: Sequence[UnitResult], out: Path)
                                    ["model"] + r.order(), mrows, ["ties count half; - : no battles"]))
         summary["leaderboards"][title] = records
         if params.plots:
-            _plots(out, slug, title, r, mrows, tables[-2])
+            _plots(out, slug, f"{spec.label}: {title}", r, mrows, tables[-2], lengths)
     agreements = [agreement(j, v) for j in sources if j.kind == "judge" for v in sources if v.kind == "votes"]
     if agreements:
         cols = ["judge", "votes", "items", "comparisons", "agreement (%)", "comparisons w/o ties",
@@ -298,7 +298,8 @@ def dataset_arena(run: Any, spec: Any, results: Sequence[UnitResult], out: Path)
     return tables
 
 
-def _plots(out: Path, slug: str, title: str, r: Ratings, mrows: list[list[Any]], table: SummaryTable) -> None:
+def _plots(out: Path, slug: str, title: str, r: Ratings, mrows: list[list[Any]], table: SummaryTable,
+           lengths: dict[str, list[int]]) -> None:
     try:
         import matplotlib
 
@@ -314,8 +315,9 @@ def _plots(out: Path, slug: str, title: str, r: Ratings, mrows: list[list[Any]],
         if m in r.low:
             ax.plot([r.low[m], r.high[m]], [y, y], color="0.4", lw=2)
         ax.plot([r.rating[m]], [y], "o", color="tab:blue")
-    ax.set_yticks(ys, order)
-    ax.set_xlabel("Bradley-Terry rating (Elo scale), 95% bootstrap interval")
+    ax.set_yticks(ys, [f"{m}\n{sum(lengths[m]) / len(lengths[m]):.0f} chars" if lengths.get(m) else m for m in order],
+                  fontsize=8)
+    ax.set_xlabel("Bradley-Terry rating (Elo scale), 95% bootstrap interval; mean answer length beside each model")
     ax.set_title(title, fontsize=9)
     ax.grid(axis="x", alpha=0.3)
     fig.savefig(out / f"ratings_{slug}.png", bbox_inches="tight")
