@@ -276,3 +276,18 @@ def test_missing_answer_fails_the_item_by_name(judge_registry, tmp_path, capsys)
     assert main(["run", str(p), "--no-progress"]) == 1
     err = capsys.readouterr().err
     assert "FAILED m2/bench" in err and "m2.jsonl: no answer for question '3'" in err
+
+
+def test_two_judges_each_with_its_consistency(judge_registry, tmp_path):
+    write_bench(tmp_path, MODELS, questions=4)
+    second = "  - {name: lazy, backend: scripted, kind: chat, role: judge, params: {biased: ['1', '2', '3', '4']}}"
+    p = run_file(tmp_path, list(MODELS), extra_models=second, params="{opponents: all, baseline: m2, bootstrap: 50}")
+    assert main(["run", str(p), "--no-progress"]) == 0
+    arena = _arena(tmp_path)
+    assert set(arena["leaderboards"]) == {"judge judge", "judge lazy", "all sources"}
+    assert arena["judges"]["judge"]["consistency"] == 1.0
+    assert arena["judges"]["lazy"]["consistency"] == 0.0  # always "A": every pair inconsistent, all ties
+    lazy = {r["model"]: r for r in arena["leaderboards"]["judge lazy"]}
+    assert lazy["m1"]["win_rate_vs_baseline"] == 50.0 and lazy["m3"]["win_rate_vs_baseline"] == 50.0
+    res = json.loads((tmp_path / "outputs/r/results/m1/bench.json").read_text())
+    assert set(res["provenance"]["judges"]) == {"judge", "lazy"}
