@@ -109,12 +109,12 @@ class Pairwise(Evaluator):
             ([baseline] if ctx.model != baseline else [])
         mine = [answer_texts(o) for o in outputs]
         battles: list[list[dict[str, Any]]] = [[] for _ in samples]
-        for opp in opponents:
-            theirs = [answer_texts(o) for o in ctx.peer_outputs(opp)] if ctx.peer_outputs else []
-            if self.p.judge:
-                for judge in ctx.judges:
-                    for i, rec in self._battles(samples, mine, theirs, ctx, opp, models, judge):
-                        battles[i].append(rec)
+        if self.p.judge and opponents:
+            assert ctx.peer_outputs is not None
+            theirs = {opp: [answer_texts(o) for o in ctx.peer_outputs(opp)] for opp in opponents}
+            for judge in ctx.judges:  # one batch per judge: every opponent, sample, turn and order at once
+                for i, rec in self._battles(samples, mine, theirs, ctx, models, judge):
+                    battles[i].append(rec)
         vote_battles = self._vote_outcomes(samples, ctx.model, opponents) if self.p.votes else {}
         scored = []
         for i, s in enumerate(samples):
@@ -136,48 +136,50 @@ class Pairwise(Evaluator):
             scored.append(ScoredSample(s.id, s.subset, score, mine[i][-1][:200], extra))
         return scored
 
-    def _battles(self, samples: Sequence[Sample], mine: list[list[str]], theirs: list[list[str]], ctx: EvalContext,
-                 opp: str, models: list[str], judge: str) -> list[tuple[int, dict[str, Any]]]:
-        """Judge ``ctx.model`` against ``opp`` on every sample and turn; returns (sample index, battle record)."""
+    def _battles(self, samples: Sequence[Sample], mine: list[list[str]], theirs: dict[str, list[list[str]]],
+                 ctx: EvalContext, models: list[str], judge: str) -> list[tuple[int, dict[str, Any]]]:
+        """Judge ``ctx.model`` against each opponent on every sample and turn; (sample index, battle record)s."""
         assert self.prompts is not None
         me = ctx.model
-        # a fixed presentation order whichever unit asks, so the other model's unit finds these in the cache
-        first, second = (me, opp) if models.index(me) < models.index(opp) else (opp, me)
-        orders = [(first, second), (second, first)] if self.p.swap else [(first, second)]
-        jobs: list[tuple[int, int, dict[str, Any]]] = []
+        jobs: list[tuple[int, list[tuple[str, str]], dict[str, Any]]] = []  # (sample, orders, record)
         convs: list[list[tuple[str, str]]] = []
         where: list[tuple[int, int]] = []  # (job, order)
-        for i, s in enumerate(samples):
-            answers = {me: mine[i], opp: theirs[i]}
-            n_turns = min(len(mine[i]), len(theirs[i]), len(question_turns(s)))
-            ref = reference_turns(s)
-            for turn in _turns_to_judge(self.p.turns, n_turns):
-                rec: dict[str, Any] = {"question": s.id, "turn": turn, "model_a": me, "model_b": opp, "judge": judge,
-                                       "outcome": None, "failed": None, "consistent": None}
-                if self.p.cascade and ref and len(ref) >= turn:
-                    ok_me = rule_correct(self.p.cascade, mine[i][turn - 1], ref[turn - 1])
-                    ok_opp = rule_correct(self.p.cascade, theirs[i][turn - 1], ref[turn - 1])
-                    if ok_me is not None and ok_opp is not None and ok_me != ok_opp:
-                        rec.update(outcome=1.0 if ok_me else 0.0, rule=self.p.cascade.rule,
-                                   judge_calls_saved=len(orders))
-                        jobs.append((i, turn, rec))
-                        continue
-                prompt = self.prompts.get("pair", bool(ref) and len(ref) >= turn, turn)
-                k = len(jobs)
-                jobs.append((i, turn, rec))
-                for o, (a, b) in enumerate(orders):
-                    values = pair_values(s, turn, answers[a], answers[b], self.p.max_answer_chars)
-                    convs.append(render(prompt, values))
-                    where.append((k, o))
-                rec["prompt"] = prompt.name
+        for opp, answers_opp in theirs.items():
+            # a fixed presentation order whichever unit asks, so the other model's unit finds these in the cache
+            first, second = (me, opp) if models.index(me) < models.index(opp) else (opp, me)
+            orders = [(first, second), (second, first)] if self.p.swap else [(first, second)]
+            for i, s in enumerate(samples):
+                answers = {me: mine[i], opp: answers_opp[i]}
+                n_turns = min(len(mine[i]), len(answers_opp[i]), len(question_turns(s)))
+                ref = reference_turns(s)
+                for turn in _turns_to_judge(self.p.turns, n_turns):
+                    rec: dict[str, Any] = {"question": s.id, "turn": turn, "model_a": me, "model_b": opp,
+                                           "judge": judge, "outcome": None, "failed": None, "consistent": None}
+                    if self.p.cascade and ref and len(ref) >= turn:
+                        ok_me = rule_correct(self.p.cascade, mine[i][turn - 1], ref[turn - 1])
+                        ok_opp = rule_correct(self.p.cascade, answers_opp[i][turn - 1], ref[turn - 1])
+                        if ok_me is not None and ok_opp is not None and ok_me != ok_opp:
+                            rec.update(outcome=1.0 if ok_me else 0.0, rule=self.p.cascade.rule,
+                                       judge_calls_saved=len(orders))
+                            jobs.append((i, orders, rec))
+                            continue
+                    prompt = self.prompts.get("pair", bool(ref) and len(ref) >= turn, turn)
+                    k = len(jobs)
+                    jobs.append((i, orders, rec))
+                    for o, (a, b) in enumerate(orders):
+                        values = pair_values(s, turn, answers[a], answers[b], self.p.max_answer_chars)
+                        convs.append(render(prompt, values))
+                        where.append((k, o))
+                    rec["prompt"] = prompt.name
         kind = "pair-brief" if self.p.prompts == "brief" else "pair"
         judged: list[Judgment] = ask(ctx, convs, parse_pairwise, kind=kind, judge=judge,
                                      retries=self.p.verdict_retries) if convs else []
         per_job: dict[int, list[Judgment | None]] = {}
         for (k, o), j in zip(where, judged):
-            per_job.setdefault(k, [None] * len(orders))[o] = j
+            per_job.setdefault(k, [None] * len(jobs[k][1]))[o] = j
         out = []
-        for k, (i, _turn, rec) in enumerate(jobs):
+        for k, (i, orders, rec) in enumerate(jobs):
+            opp = rec["model_b"]
             if k in per_job:
                 js = per_job[k]
                 rec["judgments"] = [{"a": a, "b": b, **j.record()} for (a, b), j in zip(orders, js) if j is not None]
