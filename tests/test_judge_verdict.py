@@ -63,6 +63,9 @@ PAIRWISE = [
     ("Answer A:\nThe answer is better", None),  # a heading echoed back, not a verdict
     ("Answer: B", "B"),
     ("A is better.", "A"),
+    ("A is indeed better than B.", "A"),  # SmolLM2's replies in examples/mt_bench_arena.yaml
+    ("A is the better choice.", "A"),
+    ("B is clearly the better response.", "B"),
     ("I think B is clearly better than A", "B"),
     ("A, B, or C", None),  # the options echoed back
 ]

@@ -45,8 +45,9 @@ _EN_PATTERNS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"\b(?:assistant|response|answer|model|output)\s+([AB])(?:'s\s+(?:answer|response))?\s+"
                 r"(?:is|was|provides?\s+a|gives?\s+a)\s+(?:clearly\s+|slightly\s+|significantly\s+|much\s+)?"
                 r"(?:better|superior|stronger|preferred|more\s+helpful|the\s+winner|the\s+better)", re.I), "{}"),
-    (re.compile(r"(?:^|[\s(\"'])([AB])\s+is\s+(?:clearly\s+|slightly\s+|much\s+)?(?:better|the\s+better\s+(?:one|answer))"
-                r"\b", re.I | re.M), "{}"),
+    (re.compile(r"(?:^|[\s(\"'])([AB])\s+is\s+(?:(?:clearly|slightly|much|far|indeed|definitely|certainly|obviously|"
+                r"significantly)\s+)*(?:better|superior|the\s+better(?:\s+(?:one|answer|choice|response|option))?)\b",
+                re.I | re.M), "{}"),
     (re.compile(r"\b(?:I\s+)?(?:prefer|choose|pick|select)\s+(?:assistant\s+|response\s+|answer\s+|model\s+)?"
                 r"([AB])\b", re.I), "{}"),
     (re.compile(r"\b(?:it'?s\s+a\s+|a\s+|is\s+a\s+|verdict\s*:?\s*|result\s*:?\s*)(tie|draw)\b", re.I), "tie"),
