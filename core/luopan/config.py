@@ -72,6 +72,9 @@ class DatasetSpec(_Strict):
     evaluator_params: dict[str, Any] = Field(default_factory=dict)
     generation: GenerationSpec = Field(default_factory=GenerationSpec)
     shards: int = Field(default=1, ge=1)
+    #: answers per sample (generation only): each sample is asked n times with seeds seed+0 .. seed+n-1, for
+    #: pass@k and other sampled metrics; copies carry meta["problem"] (the sample's id) and meta["repeat"]
+    repeats: int = Field(default=1, ge=1)
     description: str | None = None
     #: the judge model(s) of model-based evaluators: model labels (default: every model with role: judge)
     judge: str | list[str] | None = None
@@ -113,6 +116,7 @@ class ResolvedDataset:
     preset: str | None = None
     judge: str | list[str] | None = None  # as written; ``judges`` is the resolved list of model labels
     judges: list[str] = field(default_factory=list)
+    repeats: int = 1
 
 
 @dataclass
@@ -425,7 +429,8 @@ def resolve(loc: Located, reg: Registry, *, base_dir: Path | None = None, backen
         label = d.name or d.preset or d.loader
         datasets.append(ResolvedDataset(label, d.loader, params, d.subsets, d.limit_per_subset, d.limit,
                                         d.sample_seed, d.shots, d.mode, d.evaluator, ev,
-                                        d.generation.model_dump(), d.shards, d.preset, d.judge))
+                                        d.generation.model_dump(), d.shards, d.preset, d.judge,
+                                        repeats=d.repeats))
 
     for kind, items in (("models", models), ("datasets", datasets)):
         labels = [x.label for x in items]

@@ -7,6 +7,7 @@ fully cached rerun never touches the model.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
@@ -174,12 +175,22 @@ class Run:
                         f"{self.config.source}: dataset '{ds.label}' has samples without choices, so it cannot be "
                         f"scored by likelihood; set 'mode: generate'"
                     )
+                if mode == "likelihood" and ds.repeats > 1:
+                    raise ConfigError(
+                        f"{self.config.source}: dataset '{ds.label}': repeats: {ds.repeats} needs generation (a "
+                        f"likelihood is the same every time); set 'mode: generate' or drop repeats"
+                    )
                 if mode == "generate" and model.kind != "chat" and any(s.turns and len(s.turns) > 1 for s in samples):
                     raise ConfigError(
                         f"{self.config.source}: dataset '{ds.label}' has multi-turn samples, which need a chat model; "
                         f"model '{model.label}' is kind {model.kind} (set kind: chat)"
                     )
                 gen_cfg = generation_config(model, ds)
+                if ds.repeats > 1 and gen_cfg.temperature == 0:
+                    raise ConfigError(
+                        f"{self.config.source}: dataset '{ds.label}': repeats: {ds.repeats} with greedy decoding "
+                        f"gives {ds.repeats} identical answers; set generation.temperature (e.g. 0.8) or drop repeats"
+                    )
                 n = ds.shards
                 size = -(-len(samples) // n) if samples else 0
                 for shard in range(n):
@@ -242,6 +253,10 @@ class Run:
             out.extend(samples)
         if spec.limit is not None and len(out) > spec.limit:
             out = self._take(out, spec.limit, spec.sample_seed, "")
+        if spec.repeats > 1:
+            out = [dataclasses.replace(s, id=f"{s.id}#r{r}", meta={**s.meta, "problem": s.meta.get("problem", s.id),
+                                                                  "repeat": r})
+                   for s in out for r in range(spec.repeats)]
         return out
 
     @staticmethod
@@ -260,7 +275,10 @@ class Run:
             return reqs
         chat = unit.model.kind == "chat"
         system = unit.model.system_prompt
+        base_cfg = gen_cfg
         for s in unit.samples:
+            if unit.dataset.repeats > 1:  # each copy its own seed: different, reproducible, cached apart
+                gen_cfg = dataclasses.replace(base_cfg, seed=(base_cfg.seed or 0) + s.meta["repeat"])
             if chat:
                 msgs: list[tuple[str, str]] = [("system", system)] if system else []
                 if s.messages:
@@ -592,6 +610,7 @@ class Run:
             "generation": generation_config(unit.model, unit.dataset).as_key() if unit.mode == "generate" else None,
             "seed": self.config.run.seed,
             "sample_seed": unit.dataset.sample_seed,
+            "repeats": unit.dataset.repeats,
             "shard": [unit.shard + 1, unit.n_shards],
             "python": platform.python_version(),
             "started_at": started,
