@@ -7,6 +7,7 @@ positions, continuous batching) is checked against a plain transformers computat
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -221,6 +222,11 @@ def test_sampling_is_seeded_and_independent_of_the_batch(smol):
     alone = smol.generate([reqs[1]])[0].text
     assert together[1] == alone
     assert [g.text for g in smol.generate(reqs)] == together
+    # requests that differ only in seed (a dataset's repeats) decode in one batch, each as it would alone
+    seeds = [GenerationRequest(messages=CHATS[0], config=dataclasses.replace(cfg, seed=s)) for s in (3, 4, 5)]
+    mixed = [g.text for g in smol.generate(seeds)]
+    assert mixed[0] == together[0] and mixed[2] == smol.generate([seeds[2]])[0].text
+    assert len(set(mixed)) > 1
 
 
 def _run_cli(tmp_path: Path, model: str, dataset: str, subsets: list[str], extra: str = "") -> dict:

@@ -341,7 +341,9 @@ def generate_requests(
         gen = torch.Generator().manual_seed(_seed(cfg, toks)) if cfg.temperature > 0 else None
         row = Row(i, toks, budget, gen)
         rows.append(row)
-        key = repr(cfg.as_key())
+        # rows differing only in seed decode together: each row samples from its own generator (seeded above),
+        # so repeats of a sample (seeds seed+0..n-1) share one batch
+        key = repr({**cfg.as_key(), "seed": None})
         configs[key] = cfg
         groups.setdefault(key, []).append(row)
     out: list[GenerationResult | None] = [None] * len(requests)
