@@ -52,7 +52,7 @@ def test_provenance_in_every_result(toy_registry, tmp_path):
     assert prov["backend"] == {"backend": "fake", "seed": 0, "version": 1}
     assert prov["dataset"]["fingerprint"] == "toy-v1" and "template" in prov["dataset"]
     assert prov["seed"] == 0 and prov["sample_seed"] == 7 and prov["shots"] == 2
-    assert prov["started_at"] < prov["finished_at"]
+    assert prov["started_at"] <= prov["finished_at"]  # millisecond stamps: a fast unit can start and end in one
 
 
 def test_seeded_sampling_is_reproducible_and_seed_dependent(toy_registry, tmp_path):
