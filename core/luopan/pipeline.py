@@ -275,19 +275,19 @@ class Run:
             return reqs
         chat = unit.model.kind == "chat"
         system = unit.model.system_prompt
-        base_cfg = gen_cfg
         for s in unit.samples:
+            cfg = gen_cfg
             if unit.dataset.repeats > 1:  # each copy its own seed: different, reproducible, cached apart
-                gen_cfg = dataclasses.replace(base_cfg, seed=(base_cfg.seed or 0) + s.meta["repeat"])
+                cfg = dataclasses.replace(gen_cfg, seed=(gen_cfg.seed or 0) + s.meta["repeat"])
             if chat:
                 msgs: list[tuple[str, str]] = [("system", system)] if system else []
                 if s.messages:
                     msgs += [(m["role"], m["content"]) for m in s.messages]
                 else:
                     msgs.append(("user", s.chat_prompt if s.chat_prompt is not None else s.prompt))
-                reqs.append(GenerationRequest(messages=tuple(msgs), config=gen_cfg, sample_id=s.id))
+                reqs.append(GenerationRequest(messages=tuple(msgs), config=cfg, sample_id=s.id))
             else:
-                reqs.append(GenerationRequest(prompt=s.prompt, config=gen_cfg, sample_id=s.id))
+                reqs.append(GenerationRequest(prompt=s.prompt, config=cfg, sample_id=s.id))
         return reqs
 
     # ------------------------------------------------------------ execute
