@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from luopan.cli import main
 
 HERE = Path(__file__).parent
@@ -99,6 +101,26 @@ def test_shards_split_a_unit_and_merge_in_the_summary(toy_registry, tmp_path, ca
     out = tmp_path / "outputs/r1"
     assert len(list((out / "results/fake").glob("toy.shard*of3.json"))) == 3
     assert "| toy | overall (weighted) | accuracy | 12 |" in (out / "summary.md").read_text()
+
+
+def test_merge_shards_weights_each_metric_by_the_items_that_report_it():
+    from luopan.components import UnitResult
+    from luopan.pipeline import merge_shards
+
+    a = UnitResult("m", "d", "accuracy", [{"subset": "x", "n": 4, "score": 0.5,
+                                           "metrics": {"strict": 0.25, "judge": 1.0}, "metric_n": {"judge": 1}}])
+    b = UnitResult("m", "d", "accuracy", [{"subset": "x", "n": 2, "score": 1.0, "metrics": {"strict": 1.0}},
+                                          {"subset": "y", "n": 1, "score": 0.0, "metrics": {}}])
+    c = UnitResult("m", "d", "accuracy", [{"subset": "x", "n": 0, "score": None, "metrics": {}, "unscored": 3}])
+    (r,) = merge_shards([a, b, c])
+    x = next(s for s in r.subsets if s["subset"] == "x")
+    assert x["n"] == 6 and x["unscored"] == 3
+    assert x["score"] == pytest.approx((0.5 * 4 + 1.0 * 2) / 6)
+    assert x["metrics"]["strict"] == pytest.approx((0.25 * 4 + 1.0 * 2) / 6)
+    assert x["metrics"]["judge"] == 1.0  # reported by one item of shard a only: not averaged with zeros
+    assert x["metric_n"] == {"judge": 1}
+    assert a.subsets[0]["n"] == 4  # the shards themselves are left as they were
+    assert [s["subset"] for s in r.subsets] == ["x", "y"]
 
 
 # ------------------------------------------------------------------ cache

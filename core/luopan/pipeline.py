@@ -390,6 +390,9 @@ class Run:
                 "score": sum(values) / len(values) if values else None,
                 "metrics": {k: sum(v) / len(v) for k, v in extra.items()},
             }
+            counts = {k: len(v) for k, v in extra.items() if len(v) != len(values)}
+            if counts:  # a metric only some items report: its own count, so shards merge exactly
+                entry["metric_n"] = counts
             if len(values) < len(items):  # not scored (e.g. every judge verdict failed): counted, never guessed
                 entry["unscored"] = len(items) - len(values)
             subsets.append(entry)
@@ -674,13 +677,15 @@ _NO_DATASET: Any = _NoDataset()
 
 
 def merge_shards(results: list[UnitResult]) -> list[UnitResult]:
-    """Combine the shards of one model x dataset into one result (subset scores weighted by count)."""
+    """Combine the shards of one model x dataset into one result. A subset's score is the mean over the scored
+    items of every shard (each shard weighted by its ``n``); a metric is the mean over the items that report it
+    (``metric_n`` where that differs from ``n``), so a metric one shard lacks is not counted as 0 there."""
     merged: dict[tuple[str, str], UnitResult] = {}
     for r in results:
         key = (r.model, r.dataset)
         if key not in merged:
-            merged[key] = UnitResult(r.model, r.dataset, r.metric, [dict(s) for s in r.subsets], r.categories,
-                                     r.display_names, r.error, r.provenance, dict(r.usage),
+            merged[key] = UnitResult(r.model, r.dataset, r.metric, [_copy_subset(s) for s in r.subsets],
+                                     r.categories, r.display_names, r.error, r.provenance, dict(r.usage),
                                      list(r.failed_items))
             continue
         m = merged[key]
@@ -688,21 +693,44 @@ def merge_shards(results: list[UnitResult]) -> list[UnitResult]:
             m.error = r.error
         by = {s["subset"]: s for s in m.subsets}
         for s in r.subsets:
-            if s["subset"] in by:
-                t = by[s["subset"]]
-                n = t["n"] + s["n"]
-                t["score"] = ((t["score"] or 0.0) * t["n"] + (s["score"] or 0.0) * s["n"]) / n if n else None
-                if s.get("unscored"):
-                    t["unscored"] = t.get("unscored", 0) + s["unscored"]
-                t["metrics"] = {k: (t["metrics"].get(k, 0) * t["n"] + v * s["n"]) / n for k, v in s["metrics"].items()}
-                t["n"] = n
-            else:
-                m.subsets.append(dict(s))
+            if s["subset"] not in by:
+                m.subsets.append(_copy_subset(s))
                 by[s["subset"]] = m.subsets[-1]
+                continue
+            t = by[s["subset"]]
+            n = t["n"] + s["n"]
+            t["score"] = ((t["score"] or 0.0) * t["n"] + (s["score"] or 0.0) * s["n"]) / n if n else None
+            if s.get("unscored"):
+                t["unscored"] = t.get("unscored", 0) + s["unscored"]
+            tn, sn = _metric_counts(t), _metric_counts(s)
+            metrics, counts = {}, {}
+            for k in {**t["metrics"], **s["metrics"]}:
+                a, b = tn.get(k, 0), sn.get(k, 0)
+                counts[k] = a + b
+                metrics[k] = ((t["metrics"].get(k, 0.0) * a + s["metrics"].get(k, 0.0) * b) / (a + b)
+                              if a + b else 0.0)
+            t["metrics"], t["n"] = metrics, n
+            t.pop("metric_n", None)
+            if odd := {k: c for k, c in counts.items() if c != n}:
+                t["metric_n"] = odd
         for k, v in r.usage.items():
             m.usage[k] = v if isinstance(v, str) else m.usage.get(k, 0) + v
         m.failed_items.extend(r.failed_items)
     return list(merged.values())
+
+
+def _copy_subset(s: dict[str, Any]) -> dict[str, Any]:
+    out = dict(s)
+    out["metrics"] = dict(s.get("metrics", {}))
+    if "metric_n" in s:
+        out["metric_n"] = dict(s["metric_n"])
+    return out
+
+
+def _metric_counts(s: dict[str, Any]) -> dict[str, int]:
+    """How many items each of a subset's metrics is the mean of."""
+    odd = s.get("metric_n", {})
+    return {k: odd.get(k, s["n"]) for k in s["metrics"]}
 
 
 def _usage(outs: Sequence[Any], backend: Backend | None = None) -> dict[str, Any]:
