@@ -163,3 +163,68 @@ def test_duplicate_in_process_is_fatal_in_strict_mode(monkeypatch):
 
     with pytest.raises(DuplicateComponentError, match="LUOPAN_STRICT_PLUGINS=1"):
         load_registry(extra_plugins=[("clash", Clash)])
+
+
+def test_components_registered_by_name_are_imported_only_when_used():
+    code = (
+        "import sys\n"
+        "from luopan.plugins import load_registry\n"
+        "reg = load_registry()\n"
+        "heavy = ('luopan_needle.dataset', 'luopan_code.evaluator', 'luopan_bench.dataset', 'luopan_hf.backend')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
+        "reg.get('dataset', 'needle').params\n"
+        "print('luopan_needle.dataset' in sys.modules, 'luopan_code.evaluator' in sys.modules)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split("\n")[:2] == ["[]", "True False"]
+
+
+def test_a_lazily_registered_component_that_fails_to_import_names_its_plugin_and_target(monkeypatch):
+    monkeypatch.delenv("LUOPAN_STRICT_PLUGINS", raising=False)
+
+    class Lazy:
+        @staticmethod
+        @__import__("luopan").hookimpl
+        def luopan_register_evaluators(register):
+            register("lazy_ok", "luopan_mcq.accuracy:AccuracyEvaluator")
+            register("lazy_broken", "luopan_no_such_module.sub:Thing", params="luopan_mcq.accuracy:Nope")
+
+    reg = load_registry(extra_plugins=[("lazy", Lazy)])
+    assert reg.get("evaluator", "lazy_ok").factory.__name__ == "AccuracyEvaluator"
+    with pytest.raises(PluginLoadError, match=r"plugin 'lazy'.*luopan_no_such_module\.sub:Thing.*ModuleNotFoundError"):
+        reg.get("evaluator", "lazy_broken").build({})
+    info = next(p for p in reg.plugins if p.name == "lazy")
+    assert not info.ok and "luopan_no_such_module" in (info.error or "")
+
+
+def test_a_malformed_lazy_reference_is_refused_at_registration():
+    class Bad:
+        @staticmethod
+        @__import__("luopan").hookimpl
+        def luopan_register_runners(register):
+            register("bad_ref", "luopan_local.runner.LocalRunner")
+
+    with pytest.raises(ValueError, match="not 'module:attr'"):
+        load_registry(extra_plugins=[("bad", Bad)])
+
+
+def test_luopan_plugins_imports_every_component_and_reports_the_broken_ones(tmp_path):
+    pkg = tmp_path / "luopan_lazy_demo"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text(
+        "from luopan import hookimpl\n\n"
+        "@hookimpl\n"
+        "def luopan_register_evaluators(register):\n"
+        "    register('lazy_demo', 'luopan_lazy_demo.missing:Evaluator')\n"
+    )
+    dist = tmp_path / "luopan_lazy_demo-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: luopan-lazy-demo\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[luopan]\nlazy_demo = luopan_lazy_demo\n")
+    r = luopan("plugins", site=tmp_path)
+    assert r.returncode == 0, r.stderr
+    line = next(ln for ln in r.stdout.splitlines() if ln.startswith("lazy_demo "))
+    assert "FAILED: luopan_lazy_demo.missing:Evaluator: ModuleNotFoundError" in line
+    r = luopan("list", "evaluators", site=tmp_path)  # listing does not import: still listed
+    assert "lazy_demo" in r.stdout

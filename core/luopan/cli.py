@@ -110,6 +110,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def _plugins(reg) -> int:  # type: ignore[no-untyped-def]
+    reg.resolve_all()  # components registered by "module:attr" are imported here, so a broken one shows
     rows = []
     for p in sorted(reg.plugins, key=lambda p: p.name):
         provides = ", ".join(f"{k}:{n}" for k, n in p.components) or "-"

@@ -11,8 +11,11 @@ Two kinds of hooks:
 
   ``register(name, factory, *, params=None, description="")``: ``factory(**validated_params)`` builds the
   component when a run needs it, so heavy imports belong inside the factory; ``params`` is a pydantic model
-  that validates the component's options from YAML (unknown keys are an error). Registering a name that
-  another plugin already registered is an error naming both distributions.
+  that validates the component's options from YAML (unknown keys are an error). Either may be given as a
+  ``"module:attr"`` string instead (``register("bench", "my_pkg.dataset:BenchDataset",
+  params="my_pkg.dataset:BenchParams")``): it is imported only when a command uses the component, so
+  installing many plugins does not slow every command down. Registering a name that another plugin already
+  registered is an error naming both distributions.
 
 * **Life-cycle hooks** are called around a run. All implementations are called; exceptions propagate.
 

@@ -9,6 +9,7 @@ traceback) and does not break unrelated commands: naming one of its components r
 from __future__ import annotations
 
 import difflib
+import importlib
 import os
 import traceback
 from collections.abc import Callable, Iterable
@@ -55,20 +56,59 @@ class PluginInfo:
 
 @dataclass
 class Component:
+    """A registered backend, dataset, evaluator, summarizer or runner.
+
+    ``target`` and ``params_target`` are the factory and its pydantic options model, or ``"module:attr"``
+    strings imported on first use: a plugin registers by name and only the components a command uses are
+    imported (``luopan plugins`` imports them all, to report the broken ones)."""
+
     kind: str
     name: str
-    factory: Callable[..., Any]
-    params: type | None
+    target: Callable[..., Any] | str
+    params_target: type | str | None
     description: str
     plugin: PluginInfo
 
+    @property
+    def factory(self) -> Callable[..., Any]:
+        if isinstance(self.target, str):
+            self.target = self._import(self.target)
+        return self.target
+
+    @property
+    def params(self) -> type | None:
+        if isinstance(self.params_target, str):
+            self.params_target = self._import(self.params_target)
+        return self.params_target
+
+    def _import(self, ref: str) -> Any:
+        module, _, attr = ref.partition(":")
+        try:
+            obj: Any = importlib.import_module(module)
+            for part in attr.split("."):
+                obj = getattr(obj, part)
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            if self.plugin.error is None:
+                self.plugin.error, self.plugin.exception = f"{ref}: {error}", exc
+            raise PluginLoadError(
+                f"{self.kind} '{self.name}' comes from plugin '{self.plugin.name}' ({self.plugin.distribution}), "
+                f"whose {ref} failed to load: {error}"
+            ) from exc
+        return obj
+
+    def resolve(self) -> None:
+        """Import a lazily registered factory and options model now (raises :class:`PluginLoadError`)."""
+        _ = self.factory, self.params
+
     def validate_params(self, params: dict[str, Any]) -> dict[str, Any]:
         """Validate options with the component's pydantic model; returns the normalised dict."""
-        if self.params is None:
+        model = self.params
+        if model is None:
             if params:
                 raise TypeError(f"{self.kind} '{self.name}' takes no parameters, got {sorted(params)}")
             return {}
-        return self.params.model_validate(params).model_dump()
+        return model.model_validate(params).model_dump()  # type: ignore[attr-defined]
 
     def build(self, params: dict[str, Any]) -> Any:
         return self.factory(**self.validate_params(params))
@@ -100,10 +140,16 @@ class Registry:
         self.pm.add_hookspecs(hookspecs)
 
     # ------------------------------------------------------------ registration
-    def add(self, kind: str, name: str, factory: Callable[..., Any], *, plugin: PluginInfo,
-            params: type | None = None, description: str = "") -> None:
+    def add(self, kind: str, name: str, factory: Callable[..., Any] | str, *, plugin: PluginInfo,
+            params: type | str | None = None, description: str = "") -> None:
+        """Register a component. ``factory`` and ``params`` may be ``"module:attr"`` strings, imported on
+        first use, so that loading the registry imports no plugin's heavy modules."""
         if not isinstance(name, str) or not name:
             raise ValueError(f"plugin {plugin.name} ({plugin.distribution}) registered a {kind} without a name")
+        for what, ref in (("factory", factory), ("params", params)):
+            if isinstance(ref, str) and (ref.count(":") != 1 or not all(ref.split(":"))):
+                raise ValueError(f"plugin {plugin.name} ({plugin.distribution}): {kind} '{name}': {what} "
+                                 f"{ref!r} is not 'module:attr'")
         existing = self.components[kind].get(name) or self.conflicts.get((kind, name), (None,))[0]
         if existing is not None:
             # neither wins: using the name is an error naming both distributions
@@ -158,11 +204,20 @@ class Registry:
             self.plugins.append(info)
 
     def _registrar(self, kind: str, info: PluginInfo) -> Callable[..., None]:
-        def register(name: str, factory: Callable[..., Any], *, params: type | None = None,
+        def register(name: str, factory: Callable[..., Any] | str, *, params: type | str | None = None,
                      description: str = "") -> None:
             self.add(kind, name, factory, plugin=info, params=params, description=description)
 
         return register
+
+    def resolve_all(self) -> None:
+        """Import every lazily registered component; a failure marks its plugin failed (``luopan plugins``)."""
+        for comps in self.components.values():
+            for comp in comps.values():
+                try:
+                    comp.resolve()
+                except PluginLoadError:
+                    pass
 
     # ------------------------------------------------------------ look-up
     def get(self, kind: str, name: str) -> Component:

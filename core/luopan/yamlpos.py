@@ -1,6 +1,7 @@
 """YAML loading that remembers where each key sits, so errors can name the file and line.
 
-Only ``yaml.SafeLoader`` is used: a config never executes code.
+Only the safe loader is used (libyaml's ``CSafeLoader`` where PyYAML has it, ~30x faster): a config never
+executes code.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import yaml
 from luopan.errors import ConfigError
 
 Path_ = tuple[Any, ...]
+_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class Located:
@@ -37,7 +39,7 @@ class Located:
         return f"{self.source}:{line}" if line else self.source
 
 
-def _construct(node: yaml.Node, loader: yaml.SafeLoader, path: Path_, lines: dict[Path_, int]) -> Any:
+def _construct(node: yaml.Node, loader: Any, path: Path_, lines: dict[Path_, int]) -> Any:
     lines.setdefault(path, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
         loader.flatten_mapping(node)
@@ -61,7 +63,7 @@ def _construct(node: yaml.Node, loader: yaml.SafeLoader, path: Path_, lines: dic
 
 
 def load_located(text: str, source: str) -> Located:
-    loader = yaml.SafeLoader(text)
+    loader = _Loader(text)
     loader.name = source
     try:
         node = loader.get_single_node()

@@ -14,23 +14,28 @@ from luopan import hookimpl
 
 @hookimpl
 def luopan_register_datasets(register: Any) -> None:
-    from luopan_bench.dataset import BenchDataset, BenchParams
-
     register(
         "bench",
-        BenchDataset,
-        params=BenchParams,
+        "luopan_bench.dataset:BenchDataset",
+        params="luopan_bench.dataset:BenchParams",
         description="the files loader on a reader for HellaSwag, PIQA, TruthfulQA or BBH's local layout",
     )
 
 
 @hookimpl
 def luopan_register_evaluators(register: Any) -> None:
-    from luopan_bench.evaluators import GreedyMatch, MathEquiv, TruthfulQAMC2
-
-    register("greedy_match", GreedyMatch,
-             description="LAMBADA: the continuation is the greedy one (acc), and the subset's perplexity")
-    register("truthfulqa_mc2", TruthfulQAMC2,
-             description="TruthfulQA MC2: normalised probability mass of the true answers")
-    register("math_equiv", MathEquiv,
-             description="MATH: the final answer is equivalent to the gold one (math-verify, else sympy)")
+    register(
+        "greedy_match",
+        "luopan_bench.evaluators:GreedyMatch",
+        description="LAMBADA: the continuation is the greedy one (acc), and the subset's perplexity",
+    )
+    register(
+        "truthfulqa_mc2",
+        "luopan_bench.evaluators:TruthfulQAMC2",
+        description="TruthfulQA MC2: normalised probability mass of the true answers",
+    )
+    register(
+        "math_equiv",
+        "luopan_bench.evaluators:MathEquiv",
+        description="MATH: the final answer is equivalent to the gold one (math-verify, else sympy)",
+    )

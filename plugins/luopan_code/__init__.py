@@ -14,23 +14,19 @@ from luopan import hookimpl
 
 @hookimpl
 def luopan_register_datasets(register: Any) -> None:
-    from luopan_code.dataset import CodeDataset, CodeParams
-
     register(
         "code",
-        CodeDataset,
-        params=CodeParams,
+        "luopan_code.dataset:CodeDataset",
+        params="luopan_code.dataset:CodeParams",
         description="HumanEval and MBPP problems with their standard prompts (scored by code_pass)",
     )
 
 
 @hookimpl
 def luopan_register_evaluators(register: Any) -> None:
-    from luopan_code.evaluator import CodePass, CodePassParams
-
     register(
         "code_pass",
-        CodePass,
-        params=CodePassParams,
+        "luopan_code.evaluator:CodePass",
+        params="luopan_code.evaluator:CodePassParams",
         description="runs generated code against its tests in a sandbox: pass@1 and unbiased pass@k",
     )

@@ -5,15 +5,19 @@ from luopan import hookimpl
 
 @hookimpl
 def luopan_register_datasets(register):
-    from luopan_demo.dataset import DemoDataset, DemoParams
-
-    register("demo", DemoDataset, params=DemoParams,
-             description="luopan's embedded demo: Chinese and English multiple choice and short answers")
+    register(
+        "demo",
+        "luopan_demo.dataset:DemoDataset",
+        params="luopan_demo.dataset:DemoParams",
+        description="luopan's embedded demo: Chinese and English multiple choice and short answers",
+    )
 
 
 @hookimpl
 def luopan_register_evaluators(register):
-    from luopan_demo.short_answer import ShortAnswer, ShortAnswerParams
-
-    register("short_answer", ShortAnswer, params=ShortAnswerParams,
-             description="normalised exact or contained match against one or more reference answers")
+    register(
+        "short_answer",
+        "luopan_demo.short_answer:ShortAnswer",
+        params="luopan_demo.short_answer:ShortAnswerParams",
+        description="normalised exact or contained match against one or more reference answers",
+    )

@@ -5,6 +5,9 @@ from luopan import hookimpl
 
 @hookimpl
 def luopan_register_backends(register):
-    from luopan_fake.backend import FakeBackend, FakeParams
-
-    register("fake", FakeBackend, params=FakeParams, description="deterministic fake model (kernel tests only)")
+    register(
+        "fake",
+        "luopan_fake.backend:FakeBackend",
+        params="luopan_fake.backend:FakeParams",
+        description="deterministic fake model (kernel tests only)",
+    )

@@ -12,29 +12,25 @@ from luopan import hookimpl
 
 @hookimpl
 def luopan_register_datasets(register: Any) -> None:
-    from luopan_generic.dataset import FilesDataset, FilesParams
-
     register(
         "files",
-        FilesDataset,
-        params=FilesParams,
+        "luopan_generic.dataset:FilesDataset",
+        params="luopan_generic.dataset:FilesParams",
         description="any benchmark in jsonl/json/csv/parquet files or a datasets folder, mapped by templates",
     )
 
 
 @hookimpl
 def luopan_register_evaluators(register: Any) -> None:
-    from luopan_generic.evaluators import ExactMatch, ExactMatchParams, NumberMatch, NumberMatchParams
-
     register(
         "exact_match",
-        ExactMatch,
-        params=ExactMatchParams,
+        "luopan_generic.evaluators:ExactMatch",
+        params="luopan_generic.evaluators:ExactMatchParams",
         description="normalised exact match of the output against the target (or any of a list)",
     )
     register(
         "number_match",
-        NumberMatch,
-        params=NumberMatchParams,
+        "luopan_generic.evaluators:NumberMatch",
+        params="luopan_generic.evaluators:NumberMatchParams",
         description="GSM8K-style numeric answers: strict '#### N' / 'The answer is N', and the last number",
     )

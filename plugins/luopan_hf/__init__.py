@@ -6,12 +6,9 @@ from luopan import hookimpl
 
 @hookimpl
 def luopan_register_backends(register):
-    from luopan_hf.backend import HFBackend
-    from luopan_hf.params import HFParams
-
     register(
         "hf",
-        HFBackend,
-        params=HFParams,
+        "luopan_hf.backend:HFBackend",
+        params="luopan_hf.params:HFParams",
         description="local model via transformers: folder, hub id, pkg:<package> or GGUF file",
     )

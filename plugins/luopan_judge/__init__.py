@@ -13,31 +13,44 @@ from luopan import hookimpl
 
 @hookimpl
 def luopan_register_backends(register: Any) -> None:
-    from luopan_judge.answers import AnswersBackend, AnswersParams
-
-    register("answers", AnswersBackend, params=AnswersParams,
-             description="pregenerated answers from files (MT-Bench, Arena-Hard, AlpacaEval) as given predictions")
+    register(
+        "answers",
+        "luopan_judge.answers:AnswersBackend",
+        params="luopan_judge.answers:AnswersParams",
+        description="pregenerated answers from files (MT-Bench, Arena-Hard, AlpacaEval) as given predictions",
+    )
 
 
 @hookimpl
 def luopan_register_datasets(register: Any) -> None:
-    from luopan_judge.questions import QuestionsDataset, QuestionsParams
-
-    register("questions", QuestionsDataset, params=QuestionsParams,
-             description="open-ended questions for judged evaluation: MT-Bench (2 turns), Arena-Hard, AlpacaEval")
+    register(
+        "questions",
+        "luopan_judge.questions:QuestionsDataset",
+        params="luopan_judge.questions:QuestionsParams",
+        description="open-ended questions for judged evaluation: MT-Bench (2 turns), Arena-Hard, AlpacaEval",
+    )
 
 
 @hookimpl
 def luopan_register_evaluators(register: Any) -> None:
-    from luopan_judge.pairwise import Pairwise, PairwiseParams
-    from luopan_judge.single import Cascade, CascadeParams, SingleGrade, SingleGradeParams
-
-    register("pairwise", Pairwise, params=PairwiseParams,
-             description="a judge compares two models' answers (both orders); battles for the arena leaderboard")
-    register("single_grade", SingleGrade, params=SingleGradeParams,
-             description="a judge rates each answer 1-10 (with the reference answer when there is one)")
-    register("cascade", Cascade, params=CascadeParams,
-             description="a rule decides what it can, the judge only the rest; judge calls saved reported")
+    register(
+        "pairwise",
+        "luopan_judge.pairwise:Pairwise",
+        params="luopan_judge.pairwise:PairwiseParams",
+        description="a judge compares two models' answers (both orders); battles for the arena leaderboard",
+    )
+    register(
+        "single_grade",
+        "luopan_judge.single:SingleGrade",
+        params="luopan_judge.single:SingleGradeParams",
+        description="a judge rates each answer 1-10 (with the reference answer when there is one)",
+    )
+    register(
+        "cascade",
+        "luopan_judge.single:Cascade",
+        params="luopan_judge.single:CascadeParams",
+        description="a rule decides what it can, the judge only the rest; judge calls saved reported",
+    )
 
 
 @hookimpl

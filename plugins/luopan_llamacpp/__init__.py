@@ -6,12 +6,9 @@ from luopan import hookimpl
 
 @hookimpl
 def luopan_register_backends(register):
-    from luopan_llamacpp.backend import LlamaCppBackend
-    from luopan_llamacpp.params import LlamaCppParams
-
     register(
         "llamacpp",
-        LlamaCppBackend,
-        params=LlamaCppParams,
+        "luopan_llamacpp.backend:LlamaCppBackend",
+        params="luopan_llamacpp.params:LlamaCppParams",
         description="GGUF model in process via llama-cpp-python (CPU fast path; GPU layers optional)",
     )

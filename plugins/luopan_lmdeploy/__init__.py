@@ -9,12 +9,10 @@ from luopan import hookimpl
 
 @hookimpl
 def luopan_register_backends(register):
-    from luopan_lmdeploy.backend import LMDeployBackend, LMDeployParams
-
     register(
         "lmdeploy",
-        LMDeployBackend,
-        params=LMDeployParams,
+        "luopan_lmdeploy.backend:LMDeployBackend",
+        params="luopan_lmdeploy.backend:LMDeployParams",
         description="lmdeploy.pipeline in process (TurboMind or PyTorch engine, CUDA); generation, likelihood "
         "from get_ppl",
     )

@@ -5,6 +5,4 @@ from luopan import hookimpl
 
 @hookimpl
 def luopan_register_runners(register):
-    from luopan_local.runner import LocalRunner
-
-    register("local", LocalRunner, description="run units sequentially in this process")
+    register("local", "luopan_local.runner:LocalRunner", description="run units sequentially in this process")

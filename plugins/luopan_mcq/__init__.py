@@ -11,22 +11,18 @@ from luopan import hookimpl
 
 @hookimpl
 def luopan_register_datasets(register: Any) -> None:
-    from luopan_mcq.dataset import McqCsvDataset, McqCsvParams
-
     register(
         "mcq_csv",
-        McqCsvDataset,
-        params=McqCsvParams,
+        "luopan_mcq.dataset:McqCsvDataset",
+        params="luopan_mcq.dataset:McqCsvParams",
         description="multiple-choice questions from per-subject CSV files (CMMLU, C-Eval, MMLU layouts)",
     )
 
 
 @hookimpl
 def luopan_register_evaluators(register: Any) -> None:
-    from luopan_mcq.accuracy import AccuracyEvaluator
-
     register(
         "accuracy",
-        AccuracyEvaluator,
+        "luopan_mcq.accuracy:AccuracyEvaluator",
         description="multiple-choice accuracy: argmax log-likelihood, or the option named in generated text",
     )

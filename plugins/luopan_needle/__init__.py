@@ -10,18 +10,22 @@ from luopan import hookimpl
 
 @hookimpl
 def luopan_register_datasets(register):
-    from luopan_needle.dataset import NeedleDataset, NeedleParams
-
-    register("needle", NeedleDataset, params=NeedleParams,
-             description="needle in a haystack: context lengths x depths x repeats, single/multi/reasoning needles")
+    register(
+        "needle",
+        "luopan_needle.dataset:NeedleDataset",
+        params="luopan_needle.dataset:NeedleParams",
+        description="needle in a haystack: context lengths x depths x repeats, single/multi/reasoning needles",
+    )
 
 
 @hookimpl
 def luopan_register_evaluators(register):
-    from luopan_needle.evaluator import NeedleMatch, NeedleMatchParams
-
-    register("needle_match", NeedleMatch, params=NeedleMatchParams,
-             description="needle key phrases found after normalisation (fraction of needles); optional LLM judge")
+    register(
+        "needle_match",
+        "luopan_needle.evaluator:NeedleMatch",
+        params="luopan_needle.evaluator:NeedleMatchParams",
+        description="needle key phrases found after normalisation (fraction of needles); optional LLM judge",
+    )
 
 
 @hookimpl
@@ -34,7 +38,10 @@ def luopan_validate_config(config, source):
 @hookimpl
 def luopan_run_finish(run, results):
     import logging
+    import sys
 
+    if "luopan_needle.dataset" not in sys.modules:  # no needle dataset was loaded: nothing to draw
+        return
     from luopan_needle.report import write_needle_reports
 
     try:

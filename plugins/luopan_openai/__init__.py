@@ -7,12 +7,9 @@ from luopan import hookimpl
 
 @hookimpl
 def luopan_register_backends(register):
-    from luopan_openai.backend import OpenAIBackend
-    from luopan_openai.params import OpenAIParams
-
     register(
         "openai",
-        OpenAIBackend,
-        params=OpenAIParams,
+        "luopan_openai.backend:OpenAIBackend",
+        params="luopan_openai.params:OpenAIParams",
         description="OpenAI-compatible API (chat or completions) with shared rate limits and retries",
     )

@@ -5,6 +5,8 @@ from luopan import hookimpl
 
 @hookimpl
 def luopan_register_summarizers(register):
-    from luopan_summary.default import DefaultSummarizer
-
-    register("default", DefaultSummarizer, description="per subset, per category and overall, models as columns")
+    register(
+        "default",
+        "luopan_summary.default:DefaultSummarizer",
+        description="per subset, per category and overall, models as columns",
+    )

@@ -8,11 +8,9 @@ from luopan import hookimpl
 
 @hookimpl
 def luopan_register_backends(register):
-    from luopan_vllm.backend import VLLMBackend, VLLMParams
-
     register(
         "vllm",
-        VLLMBackend,
-        params=VLLMParams,
+        "luopan_vllm.backend:VLLMBackend",
+        params="luopan_vllm.backend:VLLMParams",
         description="vllm.LLM in process (CUDA; tensor parallel); generation, likelihood from prompt logprobs",
     )
