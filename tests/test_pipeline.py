@@ -103,6 +103,37 @@ def test_shards_split_a_unit_and_merge_in_the_summary(toy_registry, tmp_path, ca
     assert "| toy | overall (weighted) | accuracy | 12 |" in (out / "summary.md").read_text()
 
 
+def test_run_finish_hooks_read_predictions_and_add_tables_through_the_public_api(tmp_path, capsys):
+    import toy_plugin
+
+    from luopan import hookimpl
+    from luopan.components import SummaryTable
+    from luopan.plugins import load_registry, reset_registry
+
+    seen: dict[str, int] = {}
+
+    class Report:
+        @staticmethod
+        @hookimpl
+        def luopan_run_finish(run, results):
+            for unit in run.units:  # shards included: each reads its own file
+                seen[unit.id] = len(run.predictions(unit))
+            right = sum(r["score"] for u in run.units for r in run.predictions(u))
+            run.add_tables([SummaryTable("Hook table", ["right"], [[right]])])
+
+    reset_registry(load_registry(extra_plugins=[("toy", toy_plugin), ("report", Report)]))
+    try:
+        assert main(["run", str(run_yaml(tmp_path, extra="    shards: 2\n")), "--no-progress"]) == 0
+    finally:
+        reset_registry(None)
+    assert sorted(seen.values()) == [6, 6] and len(seen) == 2
+    summary = (tmp_path / "outputs/r1/summary.md").read_text()
+    assert "Hook table" in summary and "| toy | overall (weighted) |" in summary
+    right = sum(json.loads(x)["score"] for f in (tmp_path / "outputs/r1/predictions/fake").glob("toy.shard*.jsonl")
+                for x in f.read_text().splitlines())
+    assert right > 0 and f"| {right:.2f} |" in summary.split("Hook table")[1]
+
+
 def test_merge_shards_weights_each_metric_by_the_items_that_report_it():
     from luopan.components import UnitResult
     from luopan.pipeline import merge_shards

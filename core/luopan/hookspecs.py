@@ -96,4 +96,6 @@ def luopan_unit_finish(run: Any, unit: Any, result: Any) -> None:
 
 @hookspec
 def luopan_run_finish(run: Any, results: Any) -> None:
-    """Called after every unit ran and the summaries were written."""
+    """Called after every unit ran and the summaries were written. ``run.units`` are the units,
+    ``run.predictions(unit)`` a unit's per-sample records, ``run.add_tables(tables)`` appends
+    :class:`~luopan.components.SummaryTable` s to the summary and rewrites it."""

@@ -124,6 +124,8 @@ class Run:
         self.judge_stats: dict[str, dict[str, int]] = {}
         self.started_at = ""
         self.finished_at = ""
+        self.results: list[UnitResult] = []
+        self.tables: list[SummaryTable] = []
 
     # ------------------------------------------------------------ components
     def backend(self, model: ResolvedModel) -> Backend:
@@ -619,6 +621,24 @@ class Run:
             "started_at": started,
             "finished_at": now_iso(),
         }
+
+    # ------------------------------------------------------------ for run_finish hooks (public)
+    def predictions(self, unit: Unit) -> list[dict[str, Any]]:
+        """A finished unit's per-sample records (``predictions/<model>/<dataset>[.shardKofN].jsonl``): id,
+        subset, prompt, target, output or log-probs, prediction, score and the evaluator's extras. Empty for a
+        unit that wrote none (it failed)."""
+        path = self._unit_path("predictions", unit, ".jsonl")
+        if not path.is_file():
+            return []
+        return [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
+
+    def add_tables(self, tables: Sequence[SummaryTable]) -> None:
+        """Append tables to the run's summary (summary.md, summary.csv, the console's) and rewrite it; for
+        ``luopan_run_finish`` hooks (the arena leaderboard, the needle grids)."""
+        from luopan.report import write_summaries
+
+        self.tables.extend(tables)
+        write_summaries(self.out, self.tables, merge_shards(list(self.results)))
 
     def _unit_path(self, kind: str, unit: Unit, suffix: str) -> Path:
         name = _safe(unit.dataset.label) + ("" if unit.n_shards == 1 else f".shard{unit.shard + 1}of{unit.n_shards}")

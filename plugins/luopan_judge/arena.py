@@ -59,10 +59,7 @@ def _safe(name: str) -> str:
 
 
 def _rows(run: Any, unit: Any) -> list[dict[str, Any]]:
-    path = Path(run._unit_path("predictions", unit, ".jsonl"))
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").split("\n") if line.strip()]
+    return run.predictions(unit)
 
 
 def _evaluator(run: Any, spec: Any) -> str:
@@ -396,13 +393,9 @@ def write_arena_reports(run: Any, results: Sequence[UnitResult]) -> list[Summary
         tables.append(jt)
     if not tables:
         return []
-    from luopan.report import to_markdown, write_summaries
+    from luopan.report import to_markdown
 
     (Path(run.out) / "arena").mkdir(parents=True, exist_ok=True)
     (Path(run.out) / "arena" / "summary.md").write_text(to_markdown(tables), encoding="utf-8")
-    if isinstance(getattr(run, "tables", None), list):
-        from luopan.pipeline import merge_shards
-
-        run.tables.extend(tables)
-        write_summaries(Path(run.out), run.tables, merge_shards(list(results)))
+    run.add_tables(tables)
     return tables

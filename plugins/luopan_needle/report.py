@@ -199,14 +199,7 @@ def _safe(name: str) -> str:
 
 
 def _prediction_rows(run: Any, unit: Any) -> list[dict[str, Any]]:
-    path_of = getattr(run, "_unit_path", None)  # the kernel's own layout of predictions/<model>/<dataset>.jsonl
-    if path_of is not None:
-        path = path_of("predictions", unit, ".jsonl")
-    else:  # pragma: no cover - older kernels
-        path = Path(run.out) / "predictions" / _safe(unit.model.label) / f"{_safe(unit.dataset.label)}.jsonl"
-    if not Path(path).is_file():
-        return []
-    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    return run.predictions(unit)
 
 
 def write_needle_reports(run: Any, results: Sequence[UnitResult]) -> list[Grid]:
@@ -255,12 +248,8 @@ def write_needle_reports(run: Any, results: Sequence[UnitResult]) -> list[Grid]:
                      "status": "ok" if isinstance(v, float) else v}
                     for n in g.lengths for d in g.depths for v in [g.value(n, d)]]} for g in grids],
         ensure_ascii=False, indent=2), encoding="utf-8")
-    from luopan.report import to_markdown, write_summaries
+    from luopan.report import to_markdown
 
     (out_root / "summary.md").write_text(to_markdown(tables), encoding="utf-8")
-    if isinstance(getattr(run, "tables", None), list):
-        from luopan.pipeline import merge_shards
-
-        run.tables.extend(tables)
-        write_summaries(Path(run.out), run.tables, merge_shards(list(results)))
+    run.add_tables(tables)
     return grids
