@@ -191,6 +191,26 @@ def test_greedy_generation_equals_model_generate(smol):
         assert g.finish_reason == ("stop" if new[-1] in lm.stop_token_ids else "length")
 
 
+def test_stream_yields_each_answer_when_its_sequence_finishes(smol):
+    # a 2-token answer and a 40-token one in one batch: the short one arrives first, before the long one is done
+    reqs = [GenerationRequest(messages=CHATS[1], config=GenerationConfig(max_new_tokens=40)),
+            GenerationRequest(messages=CHATS[0], config=GenerationConfig(max_new_tokens=2))]
+    seen = []
+    stream = smol.stream("generate", reqs)
+    first_index, first = next(stream)
+    assert first_index == 1 and first.completion_tokens == 2
+    seen.append((first_index, first))
+    seen.extend(stream)
+    assert [i for i, _ in seen] == [1, 0]
+    assert {i: r.to_dict() for i, r in seen} == {i: r.to_dict() for i, r in enumerate(smol.generate(reqs))}
+    for b in (0, 1):  # static batches yield at each batch's end, in the same shape
+        smol.lm.static_decode = bool(b)
+        try:
+            assert sorted(i for i, _ in smol.stream("generate", reqs)) == [0, 1]
+        finally:
+            smol.lm.static_decode = False
+
+
 def test_static_cache_decode_equals_the_dynamic_loop(smol):
     cfg = GenerationConfig(max_new_tokens=8)
     reqs = [GenerationRequest(messages=m, config=cfg) for m in CHATS[:2]]

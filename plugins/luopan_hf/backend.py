@@ -5,7 +5,7 @@ inside load() and the request methods."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from luopan.components import Backend
@@ -117,3 +117,18 @@ class HFBackend(Backend):
         from luopan_hf.generation import generate_requests
 
         return generate_requests(self.lm, requests, ignore_eos=self.ignore_eos)
+
+    def stream(self, mode: str, requests: Sequence[Any]) -> Iterator[tuple[int, Any]]:
+        """Generation yields each answer the moment its sequence finishes, so an interrupted run keeps all but
+        the sequences still decoding (a chunk of long chain-of-thought answers is many minutes on a CPU).
+        Likelihood keeps the default: one ``chunk_size`` call at a time."""
+        if mode != "generate":
+            yield from super().stream(mode, requests)
+            return
+        self.load()
+        from luopan_hf.generation import iter_generate
+
+        chunk = max(1, int(self.chunk_size))
+        for start in range(0, len(requests), chunk):
+            for i, result in iter_generate(self.lm, requests[start : start + chunk], ignore_eos=self.ignore_eos):
+                yield start + i, result

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -183,8 +183,8 @@ def _prefill(lm: Any, rows: Sequence[Row]) -> tuple[Any, torch.Tensor, torch.Ten
 
 
 @torch.inference_mode()
-def decode_dynamic(lm: Any, rows: list[Row], cfg: GenerationConfig, stopper: Stopper) -> None:
-    """Continuous batching over a dynamic KV cache: finished rows leave, waiting rows join."""
+def decode_dynamic(lm: Any, rows: list[Row], cfg: GenerationConfig, stopper: Stopper) -> Iterator[Row]:
+    """Continuous batching over a dynamic KV cache: finished rows leave (yielded at once), waiting rows join."""
     waiting = sorted(rows, key=lambda r: -len(r.prompt))
     active: list[Row] = []
     cache = mask = None
@@ -216,6 +216,7 @@ def decode_dynamic(lm: Any, rows: list[Row], cfg: GenerationConfig, stopper: Sto
             last = torch.tensor(nxt, device=lm.device)
         keep = [i for i, r in enumerate(active) if r.finish is None]
         if len(keep) < len(active):
+            yield from (r for r in active if r.finish is not None)
             if not keep:
                 active, cache, mask, last = [], None, None, None
                 continue
@@ -258,8 +259,9 @@ def _decode_step(lm: Any) -> Any:
 
 
 @torch.inference_mode()
-def decode_static(lm: Any, rows: list[Row], cfg: GenerationConfig, stopper: Stopper) -> None:
-    """Fixed batches over a static KV cache, decode step compiled (CUDA graphs on GPU)."""
+def decode_static(lm: Any, rows: list[Row], cfg: GenerationConfig, stopper: Stopper) -> Iterator[Row]:
+    """Fixed batches over a static KV cache, decode step compiled (CUDA graphs on GPU); each batch's rows are
+    yielded when it ends."""
     order = sorted(rows, key=lambda r: -len(r.prompt))
     k = 0
     while k < len(order):
@@ -317,6 +319,7 @@ def decode_static(lm: Any, rows: list[Row], cfg: GenerationConfig, stopper: Stop
         for r in batch:
             if r.finish is None:
                 r.finish = "length"
+        yield from batch
 
 
 # ---------------------------------------------------------------- entry point
@@ -325,9 +328,20 @@ def decode_static(lm: Any, rows: list[Row], cfg: GenerationConfig, stopper: Stop
 def generate_requests(
     lm: Any, requests: Sequence[GenerationRequest], *, ignore_eos: bool = False
 ) -> list[GenerationResult]:
+    out: list[GenerationResult | None] = [None] * len(requests)
+    for i, result in iter_generate(lm, requests, ignore_eos=ignore_eos):
+        out[i] = result
+    return out  # type: ignore[return-value]
+
+
+def iter_generate(
+    lm: Any, requests: Sequence[GenerationRequest], *, ignore_eos: bool = False
+) -> Iterator[tuple[int, GenerationResult]]:
+    """``(request index, result)`` as each sequence finishes (continuous batching finishes them one by one), so
+    the kernel caches every answer within about a second of its last token. Every prompt is checked against the
+    context window before anything is decoded."""
     groups: dict[Any, list[Row]] = {}
     configs: dict[Any, GenerationConfig] = {}
-    rows: list[Row] = []
     for i, r in enumerate(requests):
         toks = prompt_tokens(lm, r)
         if len(toks) >= lm.max_length:
@@ -340,13 +354,12 @@ def generate_requests(
         budget = min(cfg.max_new_tokens, lm.max_length - len(toks))
         gen = torch.Generator().manual_seed(_seed(cfg, toks)) if cfg.temperature > 0 else None
         row = Row(i, toks, budget, gen)
-        rows.append(row)
-        # rows differing only in seed decode together: each row samples from its own generator (seeded above),
-        # so repeats of a sample (seeds seed+0..n-1) share one batch
-        key = repr({**cfg.as_key(), "seed": None})
+        # rows differing only in seed or token budget decode together: each row samples from its own generator
+        # (seeded above), so repeats of a sample (seeds seed+0..n-1) share one batch; each row stops at its own
+        # budget
+        key = repr({**cfg.as_key(), "seed": None, "max_new_tokens": None})
         configs[key] = cfg
         groups.setdefault(key, []).append(row)
-    out: list[GenerationResult | None] = [None] * len(requests)
     for key, grp in groups.items():
         cfg = configs[key]
         stopper = Stopper(lm, cfg, ignore_eos)
@@ -354,9 +367,8 @@ def generate_requests(
         for r in grp:
             if r.budget <= 0:
                 r.finish = "length"
+                yield r.index, GenerationResult(stopper.text(r), len(r.prompt), r.generated, r.finish)
         if todo:
             use_static = lm.static_decode or (lm.compile and lm.device.type == "cuda")
-            (decode_static if use_static else decode_dynamic)(lm, todo, cfg, stopper)
-        for r in grp:
-            out[r.index] = GenerationResult(stopper.text(r), len(r.prompt), r.generated, r.finish)
-    return out  # type: ignore[return-value]
+            for r in (decode_static if use_static else decode_dynamic)(lm, todo, cfg, stopper):
+                yield r.index, GenerationResult(stopper.text(r), len(r.prompt), r.generated, r.finish)
