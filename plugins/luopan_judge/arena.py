@@ -58,10 +58,6 @@ def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
 
-def _rows(run: Any, unit: Any) -> list[dict[str, Any]]:
-    return run.predictions(unit)
-
-
 def _evaluator(run: Any, spec: Any) -> str:
     return spec.evaluator or run.dataset(spec).default_evaluator
 
@@ -82,7 +78,7 @@ def collect(run: Any, dlabel: str) -> tuple[dict[str, Source], dict[str, list[in
                 ids.append(s.id)
                 first = (s.turns or [s.chat_prompt if s.chat_prompt is not None else s.prompt])[0]
                 texts[" ".join(str(first).split())] = s.id
-        for row in _rows(run, unit):
+        for row in run.predictions(unit):
             extra = row.get("extra") or {}
             if "answer_chars" in extra:
                 lengths[unit.model.label].append(int(extra["answer_chars"]))
@@ -345,7 +341,7 @@ def judging_table(run: Any, results: Sequence[UnitResult]) -> SummaryTable | Non
         if ev not in JUDGING_EVALUATORS:
             continue
         res = next((r for r in results if r.model == unit.model.label and r.dataset == unit.dataset.label), None)
-        preds = _rows(run, unit)
+        preds = run.predictions(unit)
         failed = sum(int((p.get("extra") or {}).get("n_failed", 0)) for p in preds)
         calls = ((res.provenance if res else {}) or {}).get("judges") or {}
         detail = ""

@@ -198,10 +198,6 @@ def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
 
-def _prediction_rows(run: Any, unit: Any) -> list[dict[str, Any]]:
-    return run.predictions(unit)
-
-
 def write_needle_reports(run: Any, results: Sequence[UnitResult]) -> list[Grid]:
     """The run_finish work: grids, PNGs, CSVs, and the grid tables added to the run's summaries."""
     from luopan_needle.dataset import NeedleDataset
@@ -222,7 +218,7 @@ def write_needle_reports(run: Any, results: Sequence[UnitResult]) -> list[Grid]:
     no_plot: str | None = None
     for (model, dlabel), us in units.items():
         ds = datasets[dlabel]
-        rows = [r for u in us for r in _prediction_rows(run, u)]
+        rows = [r for u in us for r in run.predictions(u)]
         for grid in grids_from_rows(model, dlabel, ds.describe(), rows, errors.get((model, dlabel))):
             folder = out_root / _safe(model) / _safe(dlabel)
             folder.mkdir(parents=True, exist_ok=True)
