@@ -6,7 +6,15 @@ import re
 
 import pytest
 
-from luopan_mcq.extract import ANSWER_PATTERNS, CORRECT_PATTERNS, LABEL, extract_choice
+from luopan_mcq.extract import (
+    ANSWER_PATTERNS,
+    CORRECT_PATTERNS,
+    CORRECTION_MARKERS,
+    LABEL,
+    REVISION_PATTERNS,
+    TIE_PATTERNS,
+    extract_choice,
+)
 
 CASES = [
     # --- Chinese answer statements
@@ -72,6 +80,84 @@ CASES = [
     ("答案不确定。", None),
     ("I don't know.", None),
     ("", None),
+    # --- a reply that corrects itself: the last answer after the correction wins
+    ("The answer is A ... no, it should be B", "B"),
+    ("答案是A。不对，应该是B", "B"),
+    (
+        "The answer is (A). Wait, let me reconsider. The question asks for the exception, and A is one of the "
+        "listed effects. Actually the correct answer is C.",
+        "C",
+    ),
+    ("Answer: B\n\nCorrection: I misread option D. The correct answer is D.", "D"),
+    (
+        "Based on the calculation above, the answer is B. However, I made an error above: 12 × 4 is 48, not 44. "
+        "So the correct answer is C.",
+        "C",
+    ),
+    ("I apologize for the mistake in my previous response. Option B is correct, not A.", "B"),
+    (
+        "So the answer would be C.\n\nUpon further reflection, option C only covers a special case. The best choice is D.",
+        "D",
+    ),
+    ("The answer is B. Oops, I mixed up the two enzymes: it should be option A.", "A"),
+    ("Answer: A. But wait, I need to double-check the units. Hmm, it's B.", "B"),
+    ("根据题意，答案是B。等等，我再检查一下……B项混淆了概念，所以正确答案应该是C。", "C"),
+    ("答案：A\n\n更正：题目问的是“不正确”的一项，A项说法是正确的，故本题选D。", "D"),
+    ("答案为B。之前的分析有误，B项的时间顺序颠倒了，答案应为C。", "C"),
+    ("故选B。\n\n抱歉，我看错了题干，C才是正确答案。", "C"),
+    ("答案是C。不对，重新考虑一下，是D。", "D"),
+    ("选A。不对不对，A项中的“全部”过于绝对，应选B。", "B"),
+    (
+        'Both A and C seem correct at first. Wait, C says "always", which is too strong. So the answer is A.',
+        "A",
+    ),
+    # --- a correction that confirms the first choice
+    (
+        "The answer is B. Wait, let me double-check: A gives 12, C gives 20, D gives 24. Yes, the answer is still B.",
+        "B",
+    ),
+    ("答案是B。等等，我再检查一下……A项错误，C项错误，D项错误，所以答案还是B。", "B"),
+    # --- two options called right, none chosen: no answer
+    ("both A and C are correct", None),
+    ("A和C都对", None),
+    ("Both B and D could be correct, depending on how the question is interpreted.", None),
+    ("A and C are equally valid interpretations of the passage.", None),
+    ("Option A and option C are both correct statements about photosynthesis.", None),
+    ("I can't decide between A and C; both seem plausible to me.", None),
+    ("It could be A, but it could also be C, since the passage doesn't say.", None),
+    ("Either A or C would be acceptable here.", None),
+    ("There are two correct answers here: B and D.", None),
+    ("The answer is A. However, on second thought, both A and C are correct.", None),
+    ("A和B都正确，题目可能有误。", None),
+    ("可能是A，也可能是C，题干信息不足。", None),
+    ("无法确定是A还是C。", None),
+    ("A、C两项均正确，无法只选一个。", None),
+    ("既可以选A，也可以选C。", None),
+    ("答案是B。不过仔细想想，B和D都说得通。", None),
+    ("本题正确答案有两个：A和D。", None),
+    # --- ... unless one is chosen after that
+    ("Both B and D seem plausible at first, but D ignores the time limit, so the correct answer is B.", "B"),
+    ("A和C都有道理，但A更全面，故选A。", "A"),
+    # --- judging options, negations and lists are no correction and no tie
+    ("Option A and option C are both incorrect, the answer is B.", "B"),
+    ("Neither A nor C is correct. The answer is B.", "B"),
+    ("A和C都不正确，B项表述片面，故本题选D。", "D"),
+    ("The answer is not A, it is D.", "D"),
+    ("答案不是A，而是D。", "D"),
+    (
+        "A. Paris is the capital of Italy - incorrect.\nB. Berlin is the capital of France - incorrect.\n"
+        "C. Paris is the capital of France - correct.\n\nTherefore, the answer is C.",
+        "C",
+    ),
+    ("A项不对，因为它把主次颠倒了；B项不对，时间错误；D项不对，与题干无关。所以选C。", "C"),
+    ("答案：B\n\n解析：A项不对，C项正确的说法应为“先有需求后有生产”，D项错误。", "B"),  # "不对" judges A
+    ("答案：B。A项涉及政治、经济等等，C项正确但与题干无关。", "B"),  # "等等" is "and so on"
+    ("答案是B。美国宪法第十四修正案与本题无关，C项正确但不符合题意。", "B"),
+    (
+        "The answer is B. Option A claims the reaction is endothermic; this is wrong. C is correct only at high "
+        "pressure.",
+        "B",
+    ),
 ]
 
 
@@ -118,10 +204,23 @@ def test_custom_labels():
 def test_patterns_are_separate_tuple_elements_each_with_one_label_group():
     # A missing comma between two string literals would fuse two patterns into one element (OpenCompass
     # PR #2600): the count drops and that element carries two label placeholders.
-    assert len(ANSWER_PATTERNS) == 6
+    assert len(ANSWER_PATTERNS) == 8
     assert len(CORRECT_PATTERNS) == 2
-    for pattern in ANSWER_PATTERNS + CORRECT_PATTERNS:
+    assert len(REVISION_PATTERNS) == 5
+    for pattern in ANSWER_PATTERNS + CORRECT_PATTERNS + REVISION_PATTERNS:
         assert isinstance(pattern, str)
         assert pattern.count(LABEL) == 1, pattern
         compiled = re.compile(pattern.replace(LABEL, "(?P<ans>A|B|C|D)"))
         assert list(compiled.groupindex) == ["ans"]
+
+
+def test_tie_patterns_and_correction_markers_are_separate_tuple_elements():
+    # the same missing-comma guard; in a tie pattern every <L> stands for any label, a marker names none
+    assert len(TIE_PATTERNS) == 9
+    assert len(CORRECTION_MARKERS) == 9
+    for pattern in TIE_PATTERNS:
+        assert isinstance(pattern, str)
+        assert not re.compile(pattern.replace(LABEL, "(?:A|B|C|D)")).groupindex, pattern
+    for marker in CORRECTION_MARKERS:
+        assert isinstance(marker, str) and LABEL not in marker, marker
+        re.compile(marker)
