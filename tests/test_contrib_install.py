@@ -1,6 +1,7 @@
 """A community benchmark installed with pip: contrib/luopan-bench-example goes into a throwaway virtual
-environment (``--system-site-packages``, so luopan itself is the one installed here), and that environment's
-python lists it and runs it through ``luopan run`` — the core names it nowhere and does not change to admit it.
+environment that sees this environment's packages (luopan itself, pip, setuptools) through a ``.pth`` file, and
+that environment's python lists it and runs it through ``luopan run`` — the core names it nowhere and does not
+change to admit it.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 import pytest
@@ -28,9 +30,23 @@ def _run(cmd: list[str], **kw) -> subprocess.CompletedProcess[str]:
 @pytest.fixture(scope="module")
 def venv_python(tmp_path_factory) -> Path:
     venv = tmp_path_factory.mktemp("contrib") / "venv"
-    # no pip of its own (3.11 would also put an old setuptools in it): the system's pip installs into it
-    _run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)])
+    # No pip of its own (3.11 would also put an old setuptools in it). ``--system-site-packages`` is no help:
+    # from inside a virtual environment it names the *base* interpreter's site-packages, where luopan is not
+    # installed. The packages of the environment running the tests are added explicitly instead.
+    _run([sys.executable, "-m", "venv", "--without-pip", str(venv)])
     python = venv / "bin" / "python"
+    here = sysconfig.get_paths()
+    site = Path(_run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]).stdout.strip())
+    site.mkdir(parents=True, exist_ok=True)
+    # site.addsitedir, not a bare path: the parent's own .pth files (luopan's editable install) are read too
+    (site / "_luopan_test_parent.pth").write_text(
+        "".join(f"import site; site.addsitedir({p!r})\n" for p in dict.fromkeys([here["purelib"], here["platlib"]])),
+        encoding="utf-8")
+    import setuptools
+
+    major = int(setuptools.__version__.split(".")[0])
+    assert major >= 77, (f"setuptools {setuptools.__version__} here cannot build the package (its PEP 639 licence "
+                         f"needs >= 77): pip install 'setuptools>=77' (the dev extra asks for it)")
     # a copy of the package, so the build leaves nothing (build/, *.egg-info) in the repository
     src = venv.parent / "src"
     import shutil
