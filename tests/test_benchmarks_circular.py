@@ -141,9 +141,10 @@ def test_circular_mmlu_through_the_cli_with_the_fake_backend(tmp_path):
     out = tmp_path / "out" / "c"
     result = json.loads((out / "results" / "fake" / "mmlu_circular.json").read_text())
     for sub in result["subsets"]:
-        assert sub["n"] == 8 and "circular_accuracy" in sub["metrics"]  # 2 questions x 4 rotations
+        assert sub["n"] == 8 and "circular_accuracy" in sub["metrics"]  # 8 questions, each in 4 rotations
         assert sub["metrics"]["circular_accuracy"] <= sub["score"] + 1e-9  # every rotation right: the first too
     summary = (out / "summary.md").read_text()
     assert "| mmlu_circular | overall (mean) | circular_accuracy | 16 |" in summary
     preds = [json.loads(x) for x in (out / "predictions" / "fake" / "mmlu_circular.jsonl").read_text().splitlines()]
     assert [p["id"] for p in preds[:4]] == ["anatomy/0", "anatomy/0@1", "anatomy/0@2", "anatomy/0@3"]
+    assert len(preds) == 2 * 8 * 4  # the limit counts questions: every rotation of each is asked

@@ -40,7 +40,7 @@ def test_each_sample_is_asked_n_times_with_its_own_seed(tmp_path):
     assert len(set(unit.keys)) == 6  # cached apart
     assert main(["run", str(cfg), "--no-progress"]) == 0
     result = json.loads((tmp_path / "out/r/results/fake/humaneval.json").read_text())
-    assert result["provenance"]["repeats"] == 3 and result["subsets"][0]["n"] == 6
+    assert result["provenance"]["repeats"] == 3 and result["subsets"][0]["n"] == 2  # n counts problems
     preds = [json.loads(x) for x in (tmp_path / "out/r/predictions/fake/humaneval.jsonl").read_text().splitlines()]
     assert len(preds) == 6 and all("pass@3" in p["extra"] for p in preds)
     # a rerun sends nothing: all six answers come from the cache

@@ -5,6 +5,11 @@ parameters). Resume is "rerun the same command": answered requests are found by 
 prompt template or decoding parameter misses exactly the requests it changes, and nothing stale is reused.
 Storage is SQLite in WAL mode: every batch is one transaction, so a kill -9 at any moment leaves either the
 whole batch or none of it, never a torn record.
+
+A cache that cannot be used is one line naming the file and what to do (a corrupt or foreign file: move it
+aside, which reruns everything; a full disk; a read-only folder), never a traceback. An entry that does not
+decode as the result its request expects (a damaged or tampered value) is treated as missing, so the request
+is asked again, and counted in :attr:`RequestCache.invalid`.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from luopan.errors import LuopanError
 from luopan.types import LoglikelihoodRequest, Request, Result, result_from_json
 
 SCHEMA_VERSION = 2
@@ -65,58 +71,136 @@ def request_keys(identity_json: str, requests: Sequence[Request]) -> list[bytes]
     return keys
 
 
+class CacheError(LuopanError):
+    """The request cache cannot be opened, read or written: the message names the file and what to do."""
+
+    exit_code = 2
+
+
+def _cause(exc: BaseException) -> str:
+    text = str(exc)
+    low = text.lower()
+    if "full" in low:
+        return f"{text}: the disk is full; free some space and rerun the same command (finished work is kept)"
+    if "readonly" in low or "read-only" in low:
+        return f"{text}: the cache or its folder is read-only; make it writable or set run.cache to another file"
+    return text
+
+
 class RequestCache:
     """Maps request keys to results. ``path=None`` keeps nothing (caching disabled)."""
 
     def __init__(self, path: str | Path | None, *, readonly: bool = False) -> None:
         self.path = Path(path) if path is not None else None
         self._db: sqlite3.Connection | None = None
-        if self.path is not None and readonly:  # a dry run: look up, create and write nothing
-            if self.path.exists():
-                self._db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=60)
+        #: entries found but unusable (they did not decode as the expected result): asked again
+        self.invalid = 0
+        if self.path is None:
             return
-        if self.path is not None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
+        p = self.path
+        if p.is_dir():
+            raise CacheError(f"{p}: the request cache must be a file, and this is a folder; set run.cache to a "
+                             f"file path (e.g. {p / 'requests.sqlite'}) or true for the default")
+        if readonly:  # a dry run: look up, create and write nothing
+            if p.exists():
+                self._db = self._open(lambda: sqlite3.connect(f"{p.resolve().as_uri()}?mode=ro", uri=True,
+                                                              timeout=60), write=False)
+            return
+        from luopan.files import ensure_dir
+
+        ensure_dir(p.parent, "cache folder")
+        self._db = self._open(lambda: sqlite3.connect(p, timeout=60, isolation_level=None), write=True)
+
+    def _open(self, connect: Any, *, write: bool) -> sqlite3.Connection:
+        p = self.path
+        aside = f"move it aside (mv {p} {p}.bad) and rerun: every request will be asked again"
+        try:
+            db = connect()
+            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            if tables and not {"responses", "meta"} <= tables:
+                db.close()
+                raise CacheError(f"{p}: not a luopan request cache (a database with tables {', '.join(sorted(tables))}); "
+                                 f"point run.cache at another file, or {aside}")
+            if write:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=NORMAL")
             db.execute("PRAGMA cache_size=-131072")  # 128 MiB of page cache: lookups are random-access
             db.execute("PRAGMA mmap_size=1073741824")
-            db.execute("CREATE TABLE IF NOT EXISTS responses (key BLOB PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID")
-            db.execute("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT)")
-            db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
-            self._db = db
+            if write:
+                db.execute("CREATE TABLE IF NOT EXISTS responses (key BLOB PRIMARY KEY, value TEXT NOT NULL) "
+                           "WITHOUT ROWID")
+                db.execute("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT)")
+                db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+            row = db.execute("SELECT value FROM meta WHERE name='schema'").fetchone() if write or tables else None
+            if row is not None and row[0] != str(SCHEMA_VERSION):
+                db.close()
+                raise CacheError(f"{p}: a request cache of schema {row[0]}, this luopan reads schema "
+                                 f"{SCHEMA_VERSION}; {aside}")
+            return db
+        except sqlite3.DatabaseError as exc:
+            low = str(exc).lower()
+            if "not a database" in low or "malformed" in low or "corrupt" in low:
+                raise CacheError(f"{p}: the request cache is damaged ({exc}); {aside}") from None
+            if "unable to open" in low or "readonly" in low:
+                raise CacheError(f"{p}: cannot open the request cache ({exc}); check that the file and its "
+                                 f"folder are writable, or set run.cache to another file") from None
+            raise CacheError(f"{p}: the request cache failed: {_cause(exc)}") from None
 
     @property
     def enabled(self) -> bool:
         return self._db is not None
 
-    def get_many(self, keys: Sequence[bytes]) -> dict[bytes, Result]:
+    def get_many(self, keys: Sequence[bytes], expect: Sequence[type] | None = None) -> dict[bytes, Result]:
+        """The cached results of ``keys``. ``expect`` (one result type per key) drops entries of another type;
+        entries that do not decode are dropped too; both are counted in :attr:`invalid`."""
         if self._db is None or not keys:
             return {}
         found: dict[bytes, Result] = {}
         unique = list(dict.fromkeys(keys))
-        for i in range(0, len(unique), 900):  # SQLite's bound-parameter limit
-            chunk = unique[i : i + 900]
-            marks = ",".join("?" * len(chunk))
-            rows = self._db.execute(f"SELECT key, value FROM responses WHERE key IN ({marks})", chunk).fetchall()
-            found.update(zip([k for k, _ in rows], map(result_from_json, [v for _, v in rows])))
+        try:
+            for i in range(0, len(unique), 900):  # SQLite's bound-parameter limit
+                chunk = unique[i : i + 900]
+                marks = ",".join("?" * len(chunk))
+                rows = self._db.execute(f"SELECT key, value FROM responses WHERE key IN ({marks})", chunk).fetchall()
+                for k, v in rows:
+                    try:
+                        found[k] = result_from_json(v) if type(v) is str else _bad()
+                    except ValueError:
+                        self.invalid += 1
+        except sqlite3.DatabaseError as exc:
+            raise CacheError(f"{self.path}: cannot read the request cache: {_cause(exc)}; move it aside "
+                             f"(mv {self.path} {self.path}.bad) and rerun: every request will be asked again") from None
+        if expect is not None:
+            for k, t in zip(keys, expect):
+                r = found.get(k)
+                if r is not None and type(r) is not t:
+                    del found[k]
+                    self.invalid += 1
         return found
 
     def put_many(self, items: Iterable[tuple[bytes, Result]]) -> None:
         if self._db is None:
             return
-        rows = sorted((k, v.to_json()) for k, v in items)  # key order: fewer B-tree page splits
+        from luopan.secrets import redact_text, secret_values
+
+        secrets = secret_values()
+        rows = sorted((k, redact_text(v.to_json(), secrets) if secrets else v.to_json()) for k, v in items)  # key order: fewer B-tree page splits
         if not rows:
             return
         db = self._db
-        db.execute("BEGIN IMMEDIATE")
         try:
-            db.executemany("INSERT OR REPLACE INTO responses VALUES (?, ?)", rows)
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.executemany("INSERT OR REPLACE INTO responses VALUES (?, ?)", rows)
+                db.execute("COMMIT")
+            except BaseException:
+                try:
+                    db.execute("ROLLBACK")
+                except sqlite3.Error:  # SQLite may have rolled back itself (a full disk): keep the real error
+                    pass
+                raise
+        except sqlite3.Error as exc:
+            raise CacheError(f"{self.path}: cannot write to the request cache: {_cause(exc)}") from None
 
     def __len__(self) -> int:
         if self._db is None:
@@ -127,3 +211,14 @@ class RequestCache:
         if self._db is not None:
             self._db.close()
             self._db = None
+
+
+def _bad() -> Any:
+    raise ValueError("not text")
+
+
+def expected_types(requests: Sequence[Request]) -> list[type]:
+    """The result type each request's cache entry must decode to."""
+    from luopan.types import GenerationResult, LoglikelihoodResult
+
+    return [LoglikelihoodResult if type(r) is LoglikelihoodRequest else GenerationResult for r in requests]

@@ -5,17 +5,18 @@ Plugins load when a command needs them, never at import, so a broken plugin cann
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
-
-from luopan import __version__
-from luopan.errors import LuopanError
+from typing import Any
 
 LIST_KINDS = ("backends", "datasets", "evaluators", "summarizers", "runners", "presets")
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser() -> Any:
+    import argparse
+
+    from luopan import __version__
+
     p = argparse.ArgumentParser(prog="luopan", description="luopan (罗盘): evaluate large language models.")
     p.add_argument("--version", action="version", version=f"luopan {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
@@ -38,18 +39,55 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The command line. Everything it prints goes through a redacting stream (no secret reaches the console);
+    errors are one line and an exit code, Ctrl-C at any moment (imports included) is a one-line message."""
+    out, err, unraisable = sys.stdout, sys.stderr, sys.unraisablehook
+    sys.unraisablehook = _unraisable
+    try:
+        from luopan.secrets import RedactingStream
+
+        sys.stdout, sys.stderr = RedactingStream(out), RedactingStream(err)
+        return _main(argv)
+    except KeyboardInterrupt:
+        print("interrupted: finished requests are cached; rerun the same command to resume", file=sys.stderr)
+        return 130
+    finally:
+        sys.stdout, sys.stderr, sys.unraisablehook = out, err, unraisable
+
+
+def _unraisable(info: Any) -> None:
+    """A Ctrl-C that lands inside a callback Python cannot raise from (a weak reference's, during an import)
+    would be printed as "Exception ignored" and then lost: deliver it to the main thread again instead."""
+    if info.exc_type is KeyboardInterrupt:
+        import _thread
+
+        _thread.interrupt_main()
+        return
+    sys.__unraisablehook__(info)
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    import sqlite3
+
+    from luopan.errors import LuopanError
+    from luopan.files import describe_os_error
+
     args = _parser().parse_args(argv)
     try:
         return _dispatch(args)
     except LuopanError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print("interrupted: finished requests are cached; rerun the same command to resume", file=sys.stderr)
-        return 130
+    except OSError as exc:  # the machine failed (disk, permissions) where no luopan error was raised
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"error: {where}{describe_os_error(exc)}", file=sys.stderr)
+        return 2
+    except sqlite3.Error as exc:
+        print(f"error: the request cache failed: {exc}", file=sys.stderr)
+        return 2
 
 
-def _dispatch(args: argparse.Namespace) -> int:
+def _dispatch(args: Any) -> int:
     from luopan.plugins import get_registry
 
     reg = get_registry()
@@ -79,6 +117,12 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.output_dir:
         cfg.run.output_dir = args.output_dir
     if args.name:
+        from luopan.errors import ConfigError
+        from luopan.files import name_problem
+
+        problem = name_problem(args.name)
+        if problem:
+            raise ConfigError(f"--name: {args.name[:80]!r} {problem}")
         cfg.run.name = args.name
 
     from luopan.pipeline import Run, print_plan

@@ -16,11 +16,15 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from luopan.errors import ConfigError, LuopanError
+from luopan.files import MAX_NAME_BYTES, name_problem, safe_name
 from luopan.plugins import Registry, nearest
 from luopan.types import GenerationConfig, ModelKind
 from luopan.yamlpos import Located, load_located, load_located_file
 
 MERGED_DICTS = ("params", "generation", "evaluator_params")
+#: bounds that keep a typo (``shards: 1000000000``) from hanging the planner
+MAX_SHARDS = 10_000
+MAX_REPEATS = 10_000
 
 
 class _Strict(BaseModel):
@@ -71,10 +75,10 @@ class DatasetSpec(_Strict):
     evaluator: str | None = None
     evaluator_params: dict[str, Any] = Field(default_factory=dict)
     generation: GenerationSpec = Field(default_factory=GenerationSpec)
-    shards: int = Field(default=1, ge=1)
+    shards: int = Field(default=1, ge=1, le=MAX_SHARDS)
     #: answers per sample (generation only): each sample is asked n times with seeds seed+0 .. seed+n-1, for
     #: pass@k and other sampled metrics; copies carry meta["problem"] (the sample's id) and meta["repeat"]
-    repeats: int = Field(default=1, ge=1)
+    repeats: int = Field(default=1, ge=1, le=MAX_REPEATS)
     description: str | None = None
     #: the judge model(s) of model-based evaluators: model labels (default: every model with role: judge)
     judge: str | list[str] | None = None
@@ -439,6 +443,7 @@ def resolve(loc: Located, reg: Registry, *, base_dir: Path | None = None, backen
             idx = len(labels) - 1 - labels[::-1].index(dup)
             raise ConfigError(f"{loc.where((kind, idx))}: {kind}[{idx}]: two {kind} are named '{dup}'; give one a 'name'")
 
+    _check_names(loc, top.run, models, datasets)
     _resolve_judges(loc, models, datasets)
     cfg = RunConfig(loc.source, top.run, models, datasets, base_dir or Path.cwd())
     try:
@@ -446,6 +451,29 @@ def resolve(loc: Located, reg: Registry, *, base_dir: Path | None = None, backen
     except ConfigError as exc:
         raise ConfigError(f"{loc.source}: {exc}") from None
     return cfg
+
+
+def _check_names(loc: Located, run: RunSection, models: list[ResolvedModel],
+                 datasets: list[ResolvedDataset]) -> None:
+    """Names become folders and files: ``run.name`` must be one plain folder name, and no two model (or
+    dataset) labels may map to the same file name (``a/b`` and ``a_b`` would overwrite each other)."""
+    if run.name is not None:
+        problem = name_problem(run.name)
+        if problem:
+            raise ConfigError(f"{loc.where(('run', 'name'))}: run.name: {run.name[:80]!r} {problem}")
+    for kind, items in (("models", models), ("datasets", datasets)):
+        seen: dict[str, int] = {}
+        for i, item in enumerate(items):
+            file = safe_name(item.label)
+            if len(file.encode("utf-8")) > MAX_NAME_BYTES:
+                raise ConfigError(f"{loc.where((kind, i))}: {kind}[{i}]: name {item.label[:40]!r}... is longer than "
+                                  f"{MAX_NAME_BYTES} bytes (it names files); give a shorter 'name'")
+            if file in seen:
+                j = seen[file]
+                raise ConfigError(
+                    f"{loc.where((kind, i))}: {kind}[{i}]: name '{item.label}' and {kind}[{j}]'s '{items[j].label}' "
+                    f"would share the file name '{file}' (only letters, digits and -_. are kept); rename one")
+            seen[file] = i
 
 
 def _resolve_judges(loc: Located, models: list[ResolvedModel],

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import platform
 import random
 import sys
@@ -26,11 +25,12 @@ import orjson
 import structlog
 
 import luopan
-from luopan.cache import RequestCache, canonical_json, request_keys
+from luopan.cache import CacheError, RequestCache, canonical_json, expected_types, request_keys
 from luopan.components import Backend, Dataset, EvalContext, SummaryTable, UnitResult
 from luopan.config import ResolvedDataset, ResolvedModel, RunConfig, generation_config
 from luopan.data import set_run_dir
 from luopan.errors import ConfigError, LuopanError
+from luopan.files import OutputError, atomic_write, ensure_dir, safe_name
 from luopan.plugins import Registry, nearest
 from luopan.progress import Progress
 from luopan.runlog import configure_run_log, redact_text
@@ -46,6 +46,10 @@ from luopan.types import (
 )
 
 log = structlog.get_logger("luopan")
+
+
+#: the most samples one dataset entry may expand to (repeats included): a typo must not exhaust memory
+MAX_SAMPLES = 5_000_000
 
 
 def now_iso() -> str:
@@ -79,17 +83,7 @@ class Unit:
         return s if self.n_shards == 1 else f"{s}#{self.shard + 1}of{self.n_shards}"
 
 
-def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
-
-
-def atomic_write(path: Path, data: str | bytes) -> None:
-    """Write via a temporary file and rename: a crash leaves the old file or the new one, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        fh.write(data.encode("utf-8") if isinstance(data, str) else data)
-    os.replace(tmp, path)
+_safe = safe_name
 
 
 class Run:
@@ -107,6 +101,9 @@ class Run:
             self.output_dir = config.base_dir / self.output_dir if config.source.endswith((".yaml", ".yml")) \
                 else Path.cwd() / self.output_dir
         self.out = self.output_dir / self.run_id
+        for key, value in (("run.output_dir", config.run.output_dir), ("run.cache", config.run.cache)):
+            if isinstance(value, str) and "\x00" in value:
+                raise ConfigError(f"{config.source}: {key}: contains a NUL byte")
         cache_cfg = config.run.cache
         if cache_cfg is True:
             cache_path: Path | None = self.output_dir / "cache" / "requests.sqlite"
@@ -194,14 +191,20 @@ class Run:
                         f"gives {ds.repeats} identical answers; set generation.temperature (e.g. 0.8) or drop repeats"
                     )
                 n = ds.shards
-                size = -(-len(samples) // n) if samples else 0
+                groups = question_groups(samples)  # a shard boundary never splits a question
+                if n > max(1, len(groups)):
+                    raise ConfigError(f"{self.config.source}: dataset '{ds.label}': shards: {n} is more than its "
+                                      f"{len(groups)} questions; use at most {max(1, len(groups))}")
+                size = -(-len(groups) // n) if groups else 0
                 for shard in range(n):
-                    part = samples[shard * size : (shard + 1) * size]
+                    part = [s for g in groups[shard * size : (shard + 1) * size] for s in g]
                     unit = Unit(model, ds, shard, n, mode, part)
                     unit.requests = self._requests(unit, gen_cfg)
                     unit.keys = request_keys(identity_json, unit.requests)
                     units.append(unit)
-        found = self.cache.get_many([k for u in units for k in u.keys]) if self.cache.enabled else {}
+        found = (self.cache.get_many([k for u in units for k in u.keys],
+                                     [t for u in units for t in expected_types(u.requests)])
+                 if self.cache.enabled else {})
         for u in units:
             u.found = {k: found[k] for k in u.keys if k in found}
             if u.mode == "generate" and any(s.turns and len(s.turns) > 1 for s in u.samples):
@@ -223,7 +226,7 @@ class Run:
             reqs = {i: _next_turn(current[i], answers[i].text, unit.samples[i].turns[turn])  # type: ignore[index]
                     for i in current if len(unit.samples[i].turns or ()) > turn}
             keys = dict(zip(reqs, request_keys(identity_json, list(reqs.values()))))
-            found = self.cache.get_many(list(keys.values()))
+            found = self.cache.get_many(list(keys.values()), expected_types(list(reqs.values())))
             answers = {i: found[k] for i, k in keys.items() if k in found}
             unit.later_cached += len(answers)
             current = {i: reqs[i] for i in answers}
@@ -256,6 +259,10 @@ class Run:
         if spec.limit is not None and len(out) > spec.limit:
             out = self._take(out, spec.limit, spec.sample_seed, "")
         if spec.repeats > 1:
+            if len(out) * spec.repeats > MAX_SAMPLES:
+                raise ConfigError(f"{self.config.source}: dataset '{spec.label}': repeats: {spec.repeats} x "
+                                  f"{len(out):,} samples is {len(out) * spec.repeats:,} requests, more than "
+                                  f"{MAX_SAMPLES:,}; lower repeats or set limit")
             out = [dataclasses.replace(s, id=f"{s.id}#r{r}", meta={**s.meta, "problem": s.meta.get("problem", s.id),
                                                                   "repeat": r})
                    for s in out for r in range(spec.repeats)]
@@ -263,10 +270,16 @@ class Run:
 
     @staticmethod
     def _take(samples: list[Sample], n: int, seed: int | None, salt: str) -> list[Sample]:
+        """``n`` questions (every sample of each: options, rotations), the first ones or a seeded draw."""
+        groups = question_groups(samples)
+        if len(groups) <= n:
+            return samples
         if seed is None:
-            return samples[:n]
-        idx = sorted(random.Random(f"{seed}:{salt}").sample(range(len(samples)), n))
-        return [samples[i] for i in idx]
+            chosen = groups[:n]
+        else:
+            idx = sorted(random.Random(f"{seed}:{salt}").sample(range(len(groups)), n))
+            chosen = [groups[i] for i in idx]
+        return [s for g in chosen for s in g]
 
     def _requests(self, unit: Unit, gen_cfg: Any) -> list[Request]:
         reqs: list[Request] = []
@@ -296,11 +309,14 @@ class Run:
     def execute(self) -> list[UnitResult]:
         if not self.units:
             self.plan()
-        self.out.mkdir(parents=True, exist_ok=True)
+        ensure_dir(self.out, "output folder")
         configure_run_log(self.out / "run.log")
         self.started_at = now_iso()
         atomic_write(self.out / "config.yaml", redact_text(_dump_yaml(self.config.to_dict())))
         log.info("run_start", run_id=self.run_id, units=len(self.units), source=self.config.source)
+        if self.cache is not None and self.cache.invalid:
+            log.warning("cache_entries_invalid", path=str(self.cache_path), count=self.cache.invalid,
+                        note="entries that did not decode as the expected result: asked again")
         hook = self.registry.pm.hook
         hook.luopan_run_start(run=self)
         runner = self.registry.get("runner", self.config.run.runner).build({})
@@ -318,6 +334,8 @@ class Run:
                 self.cache.close()
         self.finished_at = now_iso()
         self.results = results
+        if self.cache is not None and self.cache.invalid:
+            log.warning("cache_entries_invalid_total", path=str(self.cache_path), count=self.cache.invalid)
         self.tables = self.summarize(results)
         hook.luopan_run_finish(run=self, results=results)
         log.info("run_finish", run_id=self.run_id, failed=sum(1 for r in results if r.error))
@@ -332,6 +350,8 @@ class Run:
                  requests=len(unit.requests), cached=unit.cached)
         try:
             result = self._run_unit(unit, started)
+        except (OutputError, CacheError):
+            raise  # the machine failed (a full disk, a read-only folder): every later unit would fail alike
         except Exception as exc:
             msg = str(exc).splitlines()[0] if str(exc) else ""
             # luopan's own errors are already one readable line; others keep their type for context
@@ -375,29 +395,7 @@ class Run:
                           peer_outputs=lambda label, _u=unit: self.peer_outputs(_u, label),
                           models=[m.label for m in self.config.models if getattr(m, "role", "model") != "judge"])
         scored = evaluator.score(unit.samples, outputs, ctx)
-        per_subset: dict[str, list[Any]] = defaultdict(list)
-        for s in scored:
-            per_subset[s.subset].append(s)
-        subsets = []
-        for name, items in per_subset.items():
-            extra: dict[str, list[float]] = defaultdict(list)
-            for it in items:
-                for k, v in it.extra.items():
-                    if isinstance(v, (int, float)) and not isinstance(v, bool):
-                        extra[k].append(float(v))
-            values = [it.score for it in items if it.score is not None]
-            entry = {
-                "subset": name,
-                "n": len(values),
-                "score": sum(values) / len(values) if values else None,
-                "metrics": {k: sum(v) / len(v) for k, v in extra.items()},
-            }
-            counts = {k: len(v) for k, v in extra.items() if len(v) != len(values)}
-            if counts:  # a metric only some items report: its own count, so shards merge exactly
-                entry["metric_n"] = counts
-            if len(values) < len(items):  # not scored (e.g. every judge verdict failed): counted, never guessed
-                entry["unscored"] = len(items) - len(values)
-            subsets.append(entry)
+        subsets = subset_entries(unit.samples, scored)
         usage = _usage(raw, self._backends.get(unit.model.label)) if unit.mode == "generate" else {}
         provenance = self._provenance(unit, started, ev_name)
         if judges:
@@ -476,7 +474,7 @@ class Run:
             reqs: list[Request] = [_next_turn(current[i], convs[i][-1].text, unit.samples[i].turns[turn])  # type: ignore[index]
                                    for i in idx]
             keys = request_keys(identity_json, reqs)
-            found = self.cache.get_many(keys) if self.cache.enabled else {}
+            found = self.cache.get_many(keys, expected_types(reqs)) if self.cache.enabled else {}
             outs: list[Any] = [found.get(k) for k in keys]
             missing = [j for j, o in enumerate(outs) if o is None]
             task = self.progress.add(f"{unit.id} turn {turn + 1}", total=len(reqs), completed=len(reqs) - len(missing))
@@ -504,7 +502,7 @@ class Run:
         peer.requests = self._requests(peer, generation_config(model, unit.dataset))
         peer.keys = request_keys(canonical_json(self.backend(model).identity()), peer.requests)
         assert self.cache is not None
-        found = self.cache.get_many(peer.keys) if self.cache.enabled else {}
+        found = self.cache.get_many(peer.keys, expected_types(peer.requests)) if self.cache.enabled else {}
         raw: list[Any] = [found.get(k) for k in peer.keys]
         missing = [i for i, r in enumerate(raw) if r is None]
         failed: dict[int, str] = {}
@@ -551,7 +549,7 @@ class Run:
         reqs: list[Request] = [GenerationRequest(messages=system + tuple((r, c) for r, c in conv), config=cfg)
                                for conv in conversations]
         keys = request_keys(canonical_json(backend.identity()), reqs)
-        found = self.cache.get_many(keys) if self.cache.enabled else {}
+        found = self.cache.get_many(keys, expected_types(reqs)) if self.cache.enabled else {}
         out: list[Any] = [found.get(k) for k in keys]
         missing = [i for i, o in enumerate(out) if o is None]
         errors: dict[int, str] = {}
@@ -681,6 +679,77 @@ class Run:
 
         write_summaries(self.out, tables, results)
         return tables
+
+
+def question_key(sample: Sample) -> str:
+    """The question a sample belongs to: the options of one WinoGrande question (``meta["partial"]``), the
+    rotations of a CircularEval question (``meta["circular"]``) and the repeats of a problem
+    (``meta["problem"]``) are one question each; any other sample is a question of its own."""
+    meta = sample.meta
+    for kind in ("partial", "circular"):
+        g = meta.get(kind)
+        if isinstance(g, dict) and "group" in g:
+            return f"{kind}:{g['group']}"
+    return str(meta.get("problem", sample.id))
+
+
+def question_groups(samples: Sequence[Sample]) -> list[list[Sample]]:
+    """``samples`` grouped by question, in order of first appearance."""
+    groups: dict[str, list[Sample]] = {}
+    for s in samples:
+        groups.setdefault(question_key(s), []).append(s)
+    return list(groups.values())
+
+
+def subset_entries(samples: Sequence[Sample], scored: Sequence[Any]) -> list[dict[str, Any]]:
+    """Per subset: ``n`` questions, the score (mean over questions of each question's mean score), each extra
+    metric the same way (``metric_n`` where fewer questions report it), ``unscored`` questions. A question of
+    several samples (options, rotations, repeats) counts once, so a limit of N questions reports n = N."""
+    qkey = {s.id: question_key(s) for s in samples}
+    per_subset: dict[str, dict[str, list[Any]]] = {}
+    for sc in scored:
+        per_subset.setdefault(sc.subset, {}).setdefault(qkey.get(sc.id, sc.id), []).append(sc)
+    subsets = []
+    for name, questions in per_subset.items():
+        scores: list[float] = []
+        extra: dict[str, list[float]] = defaultdict(list)
+        unscored = 0
+        for items in questions.values():
+            if len(items) == 1:  # the common case, kept cheap
+                it = items[0]
+                if it.score is None:
+                    unscored += 1
+                else:
+                    scores.append(it.score)
+                for k, v in it.extra.items():
+                    if isinstance(v, (int, float)) and not isinstance(v, bool):
+                        extra[k].append(float(v))
+                continue
+            values = [it.score for it in items if it.score is not None]
+            if values:
+                scores.append(sum(values) / len(values))
+            else:
+                unscored += 1
+            per_item: dict[str, list[float]] = defaultdict(list)
+            for it in items:
+                for k, v in it.extra.items():
+                    if isinstance(v, (int, float)) and not isinstance(v, bool):
+                        per_item[k].append(float(v))
+            for k, v in per_item.items():
+                extra[k].append(sum(v) / len(v))
+        entry: dict[str, Any] = {
+            "subset": name,
+            "n": len(scores),
+            "score": sum(scores) / len(scores) if scores else None,
+            "metrics": {k: sum(v) / len(v) for k, v in extra.items()},
+        }
+        counts = {k: len(v) for k, v in extra.items() if len(v) != len(scores)}
+        if counts:  # a metric only some questions report: its own count, so shards merge exactly
+            entry["metric_n"] = counts
+        if unscored:  # not scored (e.g. every judge verdict failed): counted, never guessed
+            entry["unscored"] = unscored
+        subsets.append(entry)
+    return subsets
 
 
 def _next_turn(request: GenerationRequest, answer: str, user: str) -> GenerationRequest:

@@ -43,7 +43,7 @@ def to_csv(tables: Sequence[SummaryTable]) -> str:
 
 
 def write_summaries(out: Path, tables: Sequence[SummaryTable], results: Sequence[UnitResult]) -> None:
-    from luopan.pipeline import atomic_write
+    from luopan.files import atomic_write
 
     atomic_write(out / "summary.md", to_markdown(tables))
     atomic_write(out / "summary.csv", to_csv(tables))

@@ -3,40 +3,17 @@
 from __future__ import annotations
 
 import logging as _stdlib_logging
-import os
-import re
 from pathlib import Path
 from typing import Any
 
 import structlog
 
-SECRET_KEYS = re.compile(r"(api[_-]?key|authorization|token|secret|password)$", re.I)
+from luopan.secrets import SECRET_KEYS, add_secret, redact_bytes, redact_text, secret_values  # noqa: F401
+
 _open_files: list[Any] = []
-_registered: set[str] = set()
-
-
-def add_secret(value: str) -> None:
-    """Redact ``value`` everywhere from now on (a backend registers the API key it read, whatever the name
-    of the variable that held it)."""
-    if value and len(value) >= 4:
-        _registered.add(value)
-
-
-def _secret_values() -> list[str]:
-    """Values of environment variables that look like credentials, and registered secrets: never written."""
-    found = [v for k, v in os.environ.items() if len(v) >= 8 and re.search(r"(KEY|TOKEN|SECRET|PASSWORD)", k)]
-    return sorted(set(found) | _registered, key=len, reverse=True)
-
-
-def redact_text(text: str, secrets: list[str] | None = None) -> str:
-    """``text`` with the value of every credential-like environment variable replaced by ``***``."""
-    for s in _secret_values() if secrets is None else secrets:
-        text = text.replace(s, "***")
-    return text
-
 
 def redact(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
-    secrets = _secret_values()
+    secrets = secret_values()
     for k, v in list(event.items()):
         if SECRET_KEYS.search(str(k)) and not str(k).endswith("_tokens"):
             event[k] = "***"

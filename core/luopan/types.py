@@ -191,17 +191,35 @@ class ConversationResult:
 
 
 def result_from_json(text: str) -> LoglikelihoodResult | GenerationResult:
-    """Decode a cached result: a JSON array is a log-likelihood, an object a generation."""
+    """Decode a cached result: a JSON array is a log-likelihood, an object a generation. Anything else (a
+    damaged or foreign value) raises ``ValueError``: the caller treats the entry as missing."""
     v = _loads(text)
     if type(v) is list:
-        return LoglikelihoodResult(v[0], v[1] == 1, v[2])
-    return GenerationResult.from_dict(v)
+        if (len(v) == 3 and type(v[0]) in (float, int) and v[1] in (0, 1) and type(v[1]) is int
+                and type(v[2]) is int and v[2] >= 0):
+            return LoglikelihoodResult(float(v[0]), v[1] == 1, v[2])
+    elif type(v) is dict and type(v.get("text")) is str and set(v) <= _GENERATION_FIELDS:
+        p, c, f = v.get("prompt_tokens"), v.get("completion_tokens"), v.get("finish_reason")
+        if all(x is None or type(x) is int for x in (p, c)) and (f is None or type(f) is str):
+            return GenerationResult(v["text"], p, c, f)
+    raise ValueError(f"not a cached result: {text[:80]!r}")
+
+
+_GENERATION_FIELDS = frozenset({"text", "prompt_tokens", "completion_tokens", "finish_reason"})
 
 
 def _loads(text: str) -> Any:
     import orjson
 
-    return orjson.loads(text)
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:  # -Infinity (an impossible continuation) is written by json, not orjson
+        import json
+
+        try:
+            return json.loads(text)
+        except ValueError:
+            raise ValueError(f"not JSON: {text[:80]!r}") from None
 
 
 Request = LoglikelihoodRequest | GenerationRequest

@@ -149,7 +149,7 @@ class OpenAIBackend(Backend):
                 f"environment variable {name} is not set or empty: the openai backend reads the API key for "
                 f"{self.p.base_url} from it (export {name}=..., or set api_key_env: null for a server without keys)"
             )
-        add_secret(key)
+        add_secret(key.strip())
         return key.strip()
 
     def _headers(self) -> dict[str, str]:
@@ -160,7 +160,7 @@ class OpenAIBackend(Backend):
                 value = os.environ.get(name, "")
                 if not value:
                     raise ConfigError(f"extra_headers.{k}: environment variable {name} is not set or empty")
-                add_secret(value)
+                add_secret(value.strip())
                 v = value
             headers[k] = v
         return headers
