@@ -401,3 +401,43 @@ def test_ctrl_c_at_random_moments_of_start_up_is_one_line(tmp_path):
         assert "Traceback" not in err, (delay, err[-3000:])
         if p.returncode != 0:
             assert p.returncode == 130 and "interrupted" in err, (delay, p.returncode, err)
+
+
+# ---------------------------------------------------------------- limit and n count questions
+
+
+def _first_winogrande_questions(n: int) -> list[dict]:
+    data = Path(os.environ.get("LUOPAN_DATA", REPO.parent / "shared" / "datasets")) / "winogrande" / "winogrande.jsonl"
+    with open(data, encoding="utf-8") as fh:
+        return [json.loads(next(fh)) for _ in range(n)]
+
+
+@pytest.mark.parametrize("limit_key", ["limit", "limit_per_subset"])
+def test_a_limit_counts_questions_on_winogrande_as_lm_eval_does(tmp_path, limit_key):
+    """WinoGrande has one sample per option (two per question): a limit of 7 scores the file's first 7
+    questions (lm-eval's --limit 7) and every result and summary says n = 7."""
+    path = fake_run(tmp_path, datasets=[{"preset": "winogrande", limit_key: 7}])
+    r = luopan("run", str(path), "--no-progress")
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = tmp_path / "out" / "r"
+    result = json.loads((out / "results" / "fake" / "winogrande.json").read_text())
+    assert sum(s["n"] for s in result["subsets"]) == 7
+    preds = [json.loads(x) for x in (out / "predictions" / "fake" / "winogrande.jsonl").read_text().splitlines()]
+    assert len(preds) == 14
+    # the file's first 7 questions, both options of each, in order
+    expected = [(opt, q["continuation"]) for q in _first_winogrande_questions(7) for opt in q["context_options"]]
+    assert [(p["prompt"].strip(), p["choices"][0].strip()) for p in preds] == expected
+    assert "| 7 |" in (out / "summary.md").read_text()
+    assert ",7," in (out / "summary.csv").read_text()
+
+
+def test_shards_never_split_a_question(tmp_path):
+    path = fake_run(tmp_path, datasets=[{"preset": "winogrande", "limit": 7, "shards": 3}])
+    assert luopan("run", str(path), "--no-progress").returncode == 0
+    out = tmp_path / "out" / "r"
+    ns = []
+    for f in sorted((out / "results" / "fake").glob("winogrande.shard*.json")):
+        ns.append(sum(s["n"] for s in json.loads(f.read_text())["subsets"]))
+    assert ns == [3, 3, 1]
+    merged = json.loads((out / "summary.json").read_text())["units"][0]
+    assert sum(s["n"] for s in merged["subsets"]) == 7

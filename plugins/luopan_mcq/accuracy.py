@@ -22,7 +22,8 @@ Two multiple-choice forms span several samples per question, tied together by ``
   option, each scoring the same continuation after its own context; the option whose continuation is the
   most likely is the prediction, and every member gets the question's verdict.
 
-In both, a subset's ``n`` counts samples (rotations, options), not questions.
+In both, the kernel keeps a question's samples together (limits, seeded draws, shards) and a subset's ``n``
+counts questions, not samples.
 """
 
 from __future__ import annotations
