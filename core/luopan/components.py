@@ -10,7 +10,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from luopan.types import (
     FailedResult,
@@ -108,6 +108,19 @@ class Dataset(ABC):
     display_names: dict[str, str] = {}
 
 
+@runtime_checkable
+class Components(Protocol):
+    """The run's own components, for evaluators that are built from others (a rule inside a judge cascade, a
+    needle judge from a model preset): ``ctx.components`` builds them from the run's registry, never from a
+    process-wide one, so two runs with different plugin sets in one process do not see each other's."""
+
+    def evaluator(self, name: str, params: dict[str, Any] | None = None) -> Evaluator: ...
+
+    def backend(self, name: str, params: dict[str, Any] | None = None) -> Backend: ...
+
+    def preset(self, kind: str, name: str) -> dict[str, Any]: ...
+
+
 #: ``judge_generate(conversations, *, judge=None, config=None)``: see :class:`EvalContext`
 JudgeGenerate = Callable[..., list[GenerationResult | FailedResult]]
 
@@ -124,7 +137,8 @@ class EvalContext:
     answered before) and come back in order; a request the judge's backend could not answer is a
     :class:`~luopan.types.FailedResult` (never cached: a rerun retries it). ``peer_outputs(model)`` returns
     another model of this run's outputs on the same samples (generated or read from the cache), for evaluators
-    that compare models, and ``models`` lists the run's model labels.
+    that compare models, and ``models`` lists the run's model labels. ``components`` builds other evaluators and
+    backends from the run's own registry (:class:`Components`).
     """
 
     mode: str
@@ -136,6 +150,8 @@ class EvalContext:
     judge_generate: JudgeGenerate | None = None
     peer_outputs: Callable[[str], list[Any]] | None = None
     models: list[str] = field(default_factory=list)
+    #: the run's components (other evaluators, backends, presets); None outside a run
+    components: Components | None = None
 
 
 class Evaluator(ABC):

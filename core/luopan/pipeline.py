@@ -393,7 +393,8 @@ class Run:
                           judge=self.backend(self._model(judges[0])) if judges else None, judges=judges,
                           judge_generate=self._judge_fn(unit, judges, judge_calls) if judges else None,
                           peer_outputs=lambda label, _u=unit: self.peer_outputs(_u, label),
-                          models=[m.label for m in self.config.models if getattr(m, "role", "model") != "judge"])
+                          models=[m.label for m in self.config.models if getattr(m, "role", "model") != "judge"],
+                          components=self.registry.components_view())
         scored = evaluator.score(unit.samples, outputs, ctx)
         subsets = subset_entries(unit.samples, scored)
         usage = _usage(raw, self._backends.get(unit.model.label)) if unit.mode == "generate" else {}

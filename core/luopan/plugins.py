@@ -259,6 +259,10 @@ class Registry:
             )
         return p
 
+    def components_view(self) -> RegistryComponents:
+        """This registry as :class:`luopan.components.Components` (what evaluators get in ``ctx.components``)."""
+        return RegistryComponents(self)
+
     def which(self, name: str) -> list[str]:
         """Where ``name`` is defined: one line per definition (component or preset)."""
         out = []
@@ -278,6 +282,22 @@ class Registry:
                 state = "loaded" if p.ok else f"FAILED: {p.error}"
                 out.append(f"plugin '{name}': distribution {p.distribution} {p.version}, module {p.module} ({state})")
         return out
+
+
+class RegistryComponents:
+    """Builds evaluators and backends, and reads presets, from one registry (see ``EvalContext.components``)."""
+
+    def __init__(self, registry: Registry) -> None:
+        self._registry = registry
+
+    def evaluator(self, name: str, params: dict[str, Any] | None = None) -> Any:
+        return self._registry.get("evaluator", name).build(params or {})
+
+    def backend(self, name: str, params: dict[str, Any] | None = None) -> Any:
+        return self._registry.get("backend", name).build(params or {})
+
+    def preset(self, kind: str, name: str) -> dict[str, Any]:
+        return dict(self._registry.preset(kind, name).fields)
 
 
 # ---------------------------------------------------------------- loading
