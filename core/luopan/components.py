@@ -39,6 +39,8 @@ class Backend(ABC):
     capabilities: frozenset[str] = frozenset({"loglikelihood", "generate"})
     #: how many requests the kernel hands over per call (each call's results are cached before the next)
     chunk_size: int = 256
+    #: price per million tokens (``{"prompt": 0.5, "completion": 1.5, "currency": "USD"}``) for the cost line
+    price: dict[str, Any] | None = None
 
     @abstractmethod
     def identity(self) -> dict[str, Any]:
@@ -70,6 +72,12 @@ class Backend(ABC):
             if len(outs) != len(part):
                 raise RuntimeError(f"backend returned {len(outs)} results for {len(part)} requests")
             yield from enumerate(outs, start)
+
+    def runtime(self) -> dict[str, Any]:
+        """What a result's provenance should record about the engine that is not part of the cache key
+        (library versions, resolved device and dtype, batch size): settings that should not change outputs but
+        can (batched kernels and padding round differently). Called after the run's units, cheap."""
+        return {}
 
     def estimate(self, requests: Sequence[Any]) -> dict[str, Any]:
         """Before a run (``--dry-run``): what answering ``requests`` would cost. The default says nothing;
@@ -130,7 +138,7 @@ class EvalContext:
     """What an evaluator may need beyond samples and outputs.
 
     Model-based judging: ``judges`` are the labels of the judge models this dataset uses (the run's ``judges:``,
-    or models named by the dataset's ``judge:``); ``judge`` is the first one's backend. ``judge_generate(
+    or models named by the dataset's ``judge:``). ``judge_generate(
     conversations, judge=None, config=None)`` asks a judge (default: the first): each conversation is a sequence
     of ``(role, content)`` pairs; the judge's system prompt and ``generation:`` settings are applied unless
     ``config`` is given. Answers go through the run's request cache (a rerun makes no judge call that was
@@ -145,7 +153,6 @@ class EvalContext:
     model: str
     dataset: str
     params: dict[str, Any] = field(default_factory=dict)
-    judge: Backend | None = None
     judges: list[str] = field(default_factory=list)
     judge_generate: JudgeGenerate | None = None
     peer_outputs: Callable[[str], list[Any]] | None = None

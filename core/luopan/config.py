@@ -42,6 +42,8 @@ class GenerationSpec(_Strict):
 class RunSection(_Strict):
     name: str | None = None
     output_dir: str = "outputs"
+    #: folders searched for dataset files (relative to the run file), before $LUOPAN_DATA
+    data: list[str] = Field(default_factory=list)
     seed: int = 0
     cache: bool | str = True
     runner: str = "local"
@@ -144,10 +146,11 @@ class RunConfig:
         }
 
 
-def generation_config(model: ResolvedModel, dataset: ResolvedDataset) -> GenerationConfig:
+def generation_config(model: ResolvedModel, dataset: ResolvedDataset | None) -> GenerationConfig:
     """Model-level decoding settings, overridden by the dataset's (a benchmark knows its stop strings)."""
     merged = {k: v for k, v in model.generation.items() if v is not None}
-    merged.update({k: v for k, v in dataset.generation.items() if v is not None})
+    if dataset is not None:
+        merged.update({k: v for k, v in dataset.generation.items() if v is not None})
     if "stop" in merged:
         merged["stop"] = tuple(merged["stop"])
     return GenerationConfig(**merged)
@@ -158,7 +161,12 @@ def generation_config(model: ResolvedModel, dataset: ResolvedDataset) -> Generat
 
 def _format_pydantic(err: ValidationError, loc: Located, prefix: tuple[Any, ...], model: type[BaseModel] | None,
                      what: str = "") -> ConfigError:
-    e = err.errors()[0]
+    return _format_error(err.errors()[0], loc, prefix, model, what)
+
+
+def _format_error(e: Any, loc: Located, prefix: tuple[Any, ...], model: type[BaseModel] | None,
+                  what: str = "") -> ConfigError:
+    """One pydantic error (an item of ``ValidationError.errors()``) as a one-line config error."""
     path = prefix + tuple(e["loc"])
     key = ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in path).replace(".[", "[")
     msg = e["msg"]
@@ -356,19 +364,8 @@ def _backend_params(reg: Registry, loc: Located, i: int, m: ModelSpec, raw: dict
         except ValidationError as exc:
             for e in exc.errors():
                 if e["loc"] and e["loc"][0] in block and e["type"] != "missing":
-                    one: Any = _OneError(e)
-                    raise _format_pydantic(one, loc, path + (other,), model, f"backend '{other}': ") from None
+                    raise _format_error(e, loc, path + (other,), model, f"backend '{other}': ") from None
     return validated
-
-
-class _OneError:
-    """One error of a ValidationError, in the shape :func:`_format_pydantic` reads."""
-
-    def __init__(self, error: Any) -> None:
-        self._error = error
-
-    def errors(self) -> list[Any]:
-        return [self._error]
 
 
 def _owners(reg: Registry, key: str) -> list[str]:
@@ -410,7 +407,7 @@ def resolve(loc: Located, reg: Registry, *, base_dir: Path | None = None, backen
         blocks: dict[str, dict[str, Any]] = {}
         m: ModelSpec = _resolve_entry(reg, loc, "model", i, raw, ModelSpec, blocks)
         path = ("models", i)
-        swap = backend if getattr(m, "role", "model") != "judge" else None  # a judge keeps its own backend
+        swap = backend if m.role != "judge" else None  # a judge keeps its own backend
         chosen = swap or m.backend
         if not chosen:
             raise ConfigError(f"{loc.where(path)}: models[{i}]: no 'backend' (and no preset that sets one)")

@@ -1,7 +1,10 @@
 """Finding local data files: dataset plugins call :func:`find_data` with the path a preset or run names.
 
-Search order: the path itself (absolute, or relative to the working directory), relative to the run file's
-folder, then each folder of ``LUOPAN_DATA`` (``os.pathsep``-separated). Nothing is downloaded here.
+Search order: the path itself (absolute), then the folders of the run being planned or executed: the working
+directory, the run file's folder, ``run.data`` and ``LUOPAN_DATA`` (``os.pathsep``-separated), as the run read
+them when it was made. The folders belong to the run (:func:`data_scope`, a context variable set while the run
+plans and executes), not to the process: two runs with different data folders in one process do not interfere.
+Outside a run the working directory and ``LUOPAN_DATA`` are searched. Nothing is downloaded here.
 """
 
 from __future__ import annotations
@@ -9,25 +12,32 @@ from __future__ import annotations
 import csv
 import hashlib
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
 from luopan.errors import ConfigError
 
-_run_dir: Path | None = None
+_scope: ContextVar[tuple[Path, ...] | None] = ContextVar("luopan_data_dirs", default=None)
 
 
-def set_run_dir(path: Path | None) -> None:
-    global _run_dir
-    _run_dir = path
+@contextmanager
+def data_scope(dirs: Sequence[Path]) -> Iterator[None]:
+    """Within the block, :func:`find_data` searches ``dirs`` (a run's folders)."""
+    token = _scope.set(tuple(dirs))
+    try:
+        yield
+    finally:
+        _scope.reset(token)
 
 
 def search_dirs() -> list[Path]:
-    dirs = [Path.cwd()]
-    if _run_dir is not None:
-        dirs.append(_run_dir)
-    dirs += [Path(p) for p in os.environ.get("LUOPAN_DATA", "").split(os.pathsep) if p]
+    scoped = _scope.get()
+    if scoped is not None:
+        return list(scoped)
+    dirs = [Path.cwd()] + [Path(p) for p in os.environ.get("LUOPAN_DATA", "").split(os.pathsep) if p]
     return list(dict.fromkeys(dirs))
 
 
@@ -86,3 +96,38 @@ def csv_records(path: Path, reader: Any, header: list[str],
             index += 1
     except csv.Error as exc:
         raise error(f"{path}: row {index} (line {reader.line_num}): {exc}") from None
+
+
+def read_jsonl(path: str | Path, *, what: str = "", error: type[Exception] = ConfigError) -> Iterator[dict[str, Any]]:
+    """The records of a JSON Lines file: one JSON object per line, in file order; blank lines are skipped.
+
+    Lines are split at ``\\n`` only (a JSON string may hold U+2028, which ``str.splitlines`` would split at) and a
+    UTF-8 byte order mark is ignored. A line that is not valid JSON or not a JSON object, or a file that cannot
+    be read, raises ``error`` (a :class:`ConfigError` unless the caller names a subclass) with one line naming
+    the file, the record (0-based, counting records) and the line number: ``data.jsonl: row 3 (line 5): invalid
+    JSON (...)``, prefixed by ``what`` (``"votes"``) when given.
+    """
+    import orjson
+
+    head = f"{what}: {path}" if what else f"{path}"
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except OSError as exc:
+        raise error(f"{head}: cannot read ({exc.strerror or exc})") from None
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    index = 0
+    for line_no, line in enumerate(data.split(b"\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            record = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            raise error(f"{head}: row {index} (line {line_no}): invalid JSON ({exc})") from None
+        if type(record) is not dict:
+            raise error(
+                f"{head}: row {index} (line {line_no}): expected a JSON object, got {type(record).__name__}"
+            )
+        yield record
+        index += 1

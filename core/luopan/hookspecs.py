@@ -25,45 +25,93 @@ without breaking plugins.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pluggy
+
+if TYPE_CHECKING:
+    from luopan.components import Dataset, SummaryTable, UnitResult
+    from luopan.config import ResolvedDataset, RunConfig
+    from luopan.units import Unit, UnitSpec
 
 PROJECT = "luopan"
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
+# ---------------------------------------------------------------- what hooks receive
+
+
+class Register(Protocol):
+    """The ``register`` callback of a registration hook: ``register(name, factory, *, params=None,
+    description="")``. ``factory`` and ``params`` may be ``"module:attr"`` strings, imported on first use."""
+
+    def __call__(self, name: str, factory: Callable[..., Any] | str, *, params: type | str | None = None,
+                 description: str = "") -> None: ...
+
+
+class RegisterPreset(Protocol):
+    """The ``register`` callback of :func:`luopan_register_presets`: ``register(kind, name, fields)``."""
+
+    def __call__(self, kind: str, name: str, fields: dict[str, Any]) -> None: ...
+
+
+class RunView(Protocol):
+    """What life-cycle hooks may read of a run, and the two things they may do to it.
+
+    ``config`` is the resolved run config, ``out`` its output folder, ``units`` its planned units (each with
+    ``model``, ``dataset``, ``samples``, ``mode``, ``shard``, ``n_shards`` and ``id``). ``predictions(unit)`` reads
+    a finished unit's per-sample records (shard files included), ``add_tables(tables)`` appends summary tables
+    and rewrites the summary files, ``dataset(entry)`` is the dataset component of a run entry."""
+
+    @property
+    def config(self) -> RunConfig: ...
+
+    @property
+    def out(self) -> Path: ...
+
+    @property
+    def units(self) -> list[Unit]: ...
+
+    def predictions(self, unit: Unit | UnitSpec) -> list[dict[str, Any]]: ...
+
+    def add_tables(self, tables: Sequence[SummaryTable]) -> None: ...
+
+    def dataset(self, spec: ResolvedDataset) -> Dataset: ...
+
+
 # ---------------------------------------------------------------- registration
 
 
 @hookspec
-def luopan_register_backends(register: Any) -> None:
+def luopan_register_backends(register: Register) -> None:
     """Register model backends (:class:`luopan.components.Backend` factories), e.g. ``hf``, ``openai``."""
 
 
 @hookspec
-def luopan_register_datasets(register: Any) -> None:
+def luopan_register_datasets(register: Register) -> None:
     """Register dataset loaders (:class:`luopan.components.Dataset` factories), e.g. ``mcq_csv``."""
 
 
 @hookspec
-def luopan_register_evaluators(register: Any) -> None:
+def luopan_register_evaluators(register: Register) -> None:
     """Register evaluators (:class:`luopan.components.Evaluator` factories), e.g. ``accuracy``."""
 
 
 @hookspec
-def luopan_register_summarizers(register: Any) -> None:
+def luopan_register_summarizers(register: Register) -> None:
     """Register summarizers (:class:`luopan.components.Summarizer` factories), e.g. ``default``."""
 
 
 @hookspec
-def luopan_register_runners(register: Any) -> None:
+def luopan_register_runners(register: Register) -> None:
     """Register runners (:class:`luopan.components.Runner` factories), e.g. ``local``."""
 
 
 @hookspec
-def luopan_register_presets(register: Any) -> None:
+def luopan_register_presets(register: RegisterPreset) -> None:
     """Register named presets: ``register(kind, name, fields)`` with kind ``"model"``, ``"dataset"`` or
     ``"run"``. ``fields`` are the same keys a run file's entry takes. Presets from ``registry.yaml`` and from
     plugins share one namespace per kind; a clash is an error naming both sources."""
@@ -73,29 +121,29 @@ def luopan_register_presets(register: Any) -> None:
 
 
 @hookspec
-def luopan_validate_config(config: Any, source: str) -> None:
+def luopan_validate_config(config: RunConfig, source: str) -> None:
     """Check a resolved run config (:class:`luopan.config.RunConfig`) before anything runs.
 
     Raise :class:`luopan.errors.ConfigError` to reject it; the message is shown with ``source`` (the file)."""
 
 
 @hookspec
-def luopan_run_start(run: Any) -> None:
-    """Called once the plan is built and the output folder exists (``run``: :class:`luopan.pipeline.Run`)."""
+def luopan_run_start(run: RunView) -> None:
+    """Called once the plan is built and the output folder exists."""
 
 
 @hookspec
-def luopan_unit_start(run: Any, unit: Any) -> None:
+def luopan_unit_start(run: RunView, unit: Unit) -> None:
     """Called before a unit (model x dataset x shard) executes."""
 
 
 @hookspec
-def luopan_unit_finish(run: Any, unit: Any, result: Any) -> None:
+def luopan_unit_finish(run: RunView, unit: Unit, result: UnitResult) -> None:
     """Called after a unit, successful or failed (``result.error`` is set when it failed)."""
 
 
 @hookspec
-def luopan_run_finish(run: Any, results: Any) -> None:
+def luopan_run_finish(run: RunView, results: list[UnitResult]) -> None:
     """Called after every unit ran and the summaries were written. ``run.units`` are the units,
     ``run.predictions(unit)`` a unit's per-sample records, ``run.add_tables(tables)`` appends
     :class:`~luopan.components.SummaryTable` s to the summary and rewrites it."""

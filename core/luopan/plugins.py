@@ -27,6 +27,9 @@ from luopan.errors import DuplicateComponentError, PluginLoadError, UnknownCompo
 ENTRY_POINT_GROUP = "luopan"
 KINDS = ("backend", "dataset", "evaluator", "summarizer", "runner")
 PRESET_KINDS = ("model", "dataset", "run")
+#: the class (in :mod:`luopan.components`) every component of a kind must be an instance of
+KIND_TYPES = {"backend": "Backend", "dataset": "Dataset", "evaluator": "Evaluator", "summarizer": "Summarizer",
+              "runner": "Runner"}
 REGISTRATION_HOOKS = {
     "backend": "luopan_register_backends",
     "dataset": "luopan_register_datasets",
@@ -111,7 +114,22 @@ class Component:
         return model.model_validate(params).model_dump()  # type: ignore[attr-defined]
 
     def build(self, params: dict[str, Any]) -> Any:
-        return self.factory(**self.validate_params(params))
+        """Validate ``params`` and build the component."""
+        return self.create(self.validate_params(params))
+
+    def create(self, validated: dict[str, Any]) -> Any:
+        """Build the component from already validated options, and check that it is of its kind's type
+        (a backend factory must return a :class:`~luopan.components.Backend`, and so on)."""
+        obj = self.factory(**validated)
+        from luopan import components
+
+        expected = getattr(components, KIND_TYPES[self.kind])
+        if not isinstance(obj, expected):
+            raise PluginLoadError(
+                f"{self.kind} '{self.name}' from plugin '{self.plugin.name}' ({self.plugin.distribution}) built a "
+                f"{type(obj).__module__}.{type(obj).__qualname__}, which is not a luopan.{KIND_TYPES[self.kind]}"
+            )
+        return obj
 
 
 @dataclass

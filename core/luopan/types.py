@@ -237,9 +237,3 @@ class ScoredSample:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass(slots=True)
-class SubsetMetrics:
-    subset: str
-    n: int
-    score: float
-    metrics: dict[str, float] = field(default_factory=dict)

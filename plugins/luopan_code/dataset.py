@@ -32,9 +32,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from luopan.components import Dataset
 from luopan.data import files_fingerprint, find_data
 from luopan.errors import ConfigError
+from luopan.prompts import PromptTemplate, validate_template
 from luopan.types import Sample
 from luopan_code.programs import HUMANEVAL_STOPS
-from luopan_mcq.templates import PromptTemplate, validate_template
 
 HUMANEVAL_CHAT = (
     "Complete the following Python function. Answer with the complete function, its signature included, "

@@ -10,14 +10,14 @@ NEED_JUDGE = ("pairwise", "single_grade", "cascade")
 
 
 def check_judges(config: Any, source: str) -> None:
-    models = [m.label for m in config.models if getattr(m, "role", "model") != "judge"]
+    models = [m.label for m in config.models if m.role != "judge"]
     for i, d in enumerate(config.datasets):
         ev = d.evaluator
         if ev not in NEED_JUDGE:
             continue
         params = d.evaluator_params or {}
         votes_only = ev == "pairwise" and params.get("judge") is False
-        if not getattr(d, "judges", None) and not votes_only:
+        if not d.judges and not votes_only:
             raise ConfigError(f"datasets[{i}] '{d.label}': {ev} needs a judge: add a chat model with role: judge to "
                               f"models (or name one with the dataset's judge:)")
         if votes_only and not params.get("votes"):

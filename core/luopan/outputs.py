@@ -1,0 +1,66 @@
+"""A run's output folder: where each unit's predictions and results go, writing them, reading them back.
+
+Layout: ``<out>/predictions/<model>/<dataset>[.shardKofN].jsonl`` (one record per sample) and
+``<out>/results/<model>/<dataset>[.shardKofN].json`` (a :class:`~luopan.components.UnitResult`). Folder and file
+names are :func:`luopan.files.safe_name` of the labels; the run config refuses labels that would share one.
+Every write is atomic and redacted (:func:`luopan.files.atomic_write`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from luopan.components import UnitResult
+from luopan.files import atomic_write, safe_name
+from luopan.types import ConversationResult
+from luopan.units import Unit, UnitSpec
+
+
+class RunOutputs:
+    """Paths and writers of one run's output folder ``out``."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+
+    def unit_path(self, kind: str, unit: Unit | UnitSpec, suffix: str) -> Path:
+        spec = unit.spec if isinstance(unit, Unit) else unit
+        name = safe_name(spec.dataset) + ("" if spec.n_shards == 1 else f".shard{spec.shard + 1}of{spec.n_shards}")
+        return self.out / kind / safe_name(spec.model) / f"{name}{suffix}"
+
+    def predictions(self, unit: Unit | UnitSpec) -> list[dict[str, Any]]:
+        """A finished unit's per-sample records; empty for a unit that wrote none (it failed)."""
+        path = self.unit_path("predictions", unit, ".jsonl")
+        if not path.is_file():
+            return []
+        return [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
+
+    def write_predictions(self, unit: Unit, outputs: Sequence[Any], scored: Sequence[Any]) -> None:
+        lines = []
+        requests = unit.requests if unit.mode == "generate" else [None] * len(unit.samples)
+        for i, (s, out, sc, req) in enumerate(zip(unit.samples, outputs, scored, requests)):
+            rec: dict[str, Any] = {"id": s.id, "subset": s.subset, "prompt": s.prompt, "target": s.target}
+            if unit.mode == "likelihood":
+                rec["choices"] = s.choices
+                rec["logprobs"] = [o.logprob for o in out]
+            else:
+                req = unit.last_requests.get(i, req)  # a multi-turn sample: its whole conversation
+                if req.messages is not None:  # what a chat model really received
+                    rec["messages"] = req.message_dicts()
+                rec["output"] = out.text
+                if isinstance(out, ConversationResult):
+                    rec["turns"] = out.texts
+            rec["prediction"] = sc.prediction
+            rec["score"] = sc.score
+            if sc.extra:
+                rec["extra"] = sc.extra
+            lines.append(orjson.dumps(rec))
+        atomic_write(self.unit_path("predictions", unit, ".jsonl"), b"\n".join(lines) + (b"\n" if lines else b""))
+
+    def write_result(self, unit: Unit | UnitSpec, result: UnitResult) -> None:
+        atomic_write(self.unit_path("results", unit, ".json"), json.dumps(asdict(result), ensure_ascii=False, indent=2))

@@ -1,0 +1,141 @@
+"""The one path every request takes: look it up in the cache, ask the backend for what is missing, record.
+
+Single-turn units, later turns of multi-turn samples, peers' outputs, judge calls and repeats all go through
+:meth:`RequestResolver.resolve`: results come back in request order, answers are cached as they arrive (every
+``chunk_size`` answers or every second, so an interruption loses little), failures come back as errors by index
+and are never cached. Backends are built once per model and loaded only when a request is not in the cache.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import structlog
+
+from luopan.cache import RequestCache, canonical_json, expected_types, request_keys
+from luopan.components import Backend
+from luopan.config import ResolvedModel
+from luopan.plugins import Registry
+from luopan.progress import Progress
+from luopan.scoring import usage_of
+from luopan.types import FailedResult, Request
+
+log = structlog.get_logger("luopan")
+
+
+class ModelPool:
+    """The run's backends: built once per model label (cheap: identities are needed at plan time), loaded on
+    first use (weights, connections), closed at the end."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+        self._backends: dict[str, Backend] = {}
+        self._identity: dict[str, str] = {}
+        self._loaded: set[str] = set()
+
+    def backend(self, model: ResolvedModel) -> Backend:
+        b = self._backends.get(model.label)
+        if b is None:
+            b = self.registry.get("backend", model.backend).create(model.params)
+            if model.kind:
+                b.kind = model.kind
+            self._backends[model.label] = b
+        return b
+
+    def get(self, label: str) -> Backend | None:
+        """The backend of ``label`` if it was built."""
+        return self._backends.get(label)
+
+    def identity_json(self, model: ResolvedModel) -> str:
+        ident = self._identity.get(model.label)
+        if ident is None:
+            ident = self._identity[model.label] = canonical_json(self.backend(model).identity())
+        return ident
+
+    def loaded(self, model: ResolvedModel) -> Backend:
+        b = self.backend(model)
+        if model.label not in self._loaded:
+            b.load()
+            self._loaded.add(model.label)
+        return b
+
+    def close(self) -> None:
+        for b in self._backends.values():
+            try:
+                b.close()
+            except Exception:  # closing must not hide the run's own outcome
+                log.warning("backend_close_failed", exc_info=True)
+
+
+class RequestResolver:
+    """Answers requests from the cache or a model, recording what the model answers."""
+
+    def __init__(self, cache: RequestCache, models: ModelPool, progress: Progress) -> None:
+        self.cache = cache
+        self.models = models
+        self.progress = progress
+
+    def keys(self, model: ResolvedModel, requests: Sequence[Request]) -> list[bytes]:
+        return request_keys(self.models.identity_json(model), requests)
+
+    def lookup(self, keys: Sequence[bytes], requests: Sequence[Request]) -> dict[bytes, Any]:
+        if not self.cache.enabled:
+            return {}
+        return self.cache.get_many(keys, expected_types(requests))
+
+    def resolve(self, model: ResolvedModel, mode: str, requests: Sequence[Request], *, unit_id: str,
+                title: str | None = None, keys: Sequence[bytes] | None = None,
+                found: dict[bytes, Any] | None = None, always_show: bool = False
+                ) -> tuple[list[Any], dict[int, str]]:
+        """Results in request order (None where a request failed) and the failed requests' errors by index.
+        ``keys`` and ``found`` (the plan's cache look-up) are computed when not given. A progress line is
+        shown when something must be asked (always, with ``always_show``)."""
+        keys = self.keys(model, requests) if keys is None else keys
+        found = self.lookup(keys, requests) if found is None else found
+        out: list[Any] = [found.get(k) for k in keys]
+        missing = [i for i, o in enumerate(out) if o is None]
+        errors: dict[int, str] = {}
+        if not missing and not always_show:
+            return out, errors
+        task = self.progress.add(title or unit_id, total=len(keys), completed=len(keys) - len(missing))
+        if missing:
+            errors = self._answer(self.models.loaded(model), mode, requests, keys, missing, out, task, unit_id)
+        self.progress.finish(task)
+        return out, errors
+
+    def _answer(self, backend: Backend, mode: str, requests: Sequence[Request], keys: Sequence[bytes],
+                missing: list[int], out: list[Any], task: int, unit_id: str) -> dict[int, str]:
+        """Stream the missing requests through the backend, caching answers as they arrive."""
+        flush_n = max(1, int(backend.chunk_size))
+        failed: dict[int, str] = {}
+        buf: list[tuple[bytes, Any]] = []
+        n_done = 0
+        last = time.monotonic()
+
+        def flush() -> None:
+            nonlocal buf, n_done, last
+            if buf:
+                self.cache.put_many(buf)
+            self.progress.advance(task, n_done, usage=usage_of([o for _, o in buf]))
+            buf, n_done, last = [], 0, time.monotonic()
+
+        try:
+            for j, result in backend.stream(mode, [requests[i] for i in missing]):
+                i = missing[j]
+                n_done += 1
+                if isinstance(result, FailedResult):
+                    failed[i] = result.error
+                    log.warning("request_failed", unit=unit_id, request=i, error=result.error)
+                else:
+                    out[i] = result
+                    buf.append((keys[i], result))
+                if len(buf) >= flush_n or time.monotonic() - last >= 1.0:
+                    flush()
+        finally:
+            flush()  # an exception or an interruption keeps every answer received so far
+        unanswered = [i for i in missing if out[i] is None and i not in failed]
+        if unanswered:
+            raise RuntimeError(f"backend left {len(unanswered)} of {len(missing)} requests unanswered")
+        return failed
