@@ -1,4 +1,4 @@
-"""The openai backend's Done-when figures (issue 4), side by side in one run on this machine.
+"""The openai backend's figures in BENCHMARKS.md (rate limits, faults, throughput), side by side in one run.
 
   rate        300 requests, 8 workers, through luopan's proxy enforcing R requests per minute (mock upstream,
               0.2 s latency): luopan's shared limiter (one process, 8 workers; and 8 processes x 1 worker
@@ -9,9 +9,14 @@
   throughput  the same 48 chat requests against the llama.cpp server at concurrency 4: luopan against a
               bare asyncio + openai loop (A B B A order, best of each).
 
-    python benchmarks/api_limits.py [--parts rate,faults,throughput] [--rpm 120] [--out .bench/api_limits.json]
+    python benchmarks/api_limits.py [--parts rate,faults,throughput] [--rpm 120] [--out .bench/api_limits.json] \\
+        [--lock PATH]
 
-Run it alone (under ``flock /tmp/luopan-bench.lock``): timings share the machine's two cores.
+  --lock PATH   hold an exclusive flock on PATH while measuring (default: $LUOPAN_BENCH_LOCK, else none)
+  $LUOPAN_DATA  the data folder (default ../shared/datasets beside the repository)
+
+Timings are only meaningful when nothing else runs on the machine: run it alone, or give every benchmark the same
+``--lock`` so they take turns.
 """
 
 from __future__ import annotations
@@ -28,8 +33,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from _common import EPILOG, REPO, add_lock_option, hold_lock
 
-REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("LUOPAN_DATA", str(REPO.parent / "shared" / "datasets"))
 KEY = "sk-bench-0123456789abcdef"
 
@@ -266,11 +271,13 @@ async def _bare(url: str, messages: list[list[dict[str, str]]], concurrency: int
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=EPILOG)
     ap.add_argument("--parts", default="rate,faults,throughput")
     ap.add_argument("--rpm", type=int, default=120)
     ap.add_argument("--out", default=str(REPO / ".bench" / "api_limits.json"))
+    add_lock_option(ap)
     args = ap.parse_args()
+    hold_lock(args.lock)
     results: dict[str, Any] = {}
     path = Path(args.out)
     if path.exists():

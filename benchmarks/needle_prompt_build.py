@@ -6,7 +6,10 @@ tokenized once, then every cell cut out of it and turned into a Sample). The ski
 enough for every cell): this times construction only. ``--naive`` also times what tokenizing every prompt whole
 would cost (one prompt per length, times 110).
 
-Usage: flock /tmp/luopan-bench.lock python benchmarks/needle_prompt_build.py [--repeats 3] [--naive]
+Usage: python benchmarks/needle_prompt_build.py [--repeats 3] [--naive] [--lock PATH]
+
+  --lock PATH   hold an exclusive flock on PATH while measuring (default: $LUOPAN_BENCH_LOCK, else none)
+  $LUOPAN_DATA  the data folder (default ../shared/datasets beside the repository)
 """
 
 from __future__ import annotations
@@ -15,9 +18,9 @@ import argparse
 import os
 import statistics
 import time
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from _common import EPILOG, REPO, add_lock_option, hold_lock
+
 os.environ.setdefault("LUOPAN_DATA", str(REPO.parent / "shared" / "datasets"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -41,10 +44,12 @@ def build(tok, lang: str) -> tuple[float, float, int, object]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=EPILOG)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--naive", action="store_true", help="also time tokenizing each prompt whole")
+    add_lock_option(ap)
     args = ap.parse_args()
+    hold_lock(args.lock)
     from luopan_needle.tokenizer import load_tokenizer
 
     t0 = time.perf_counter()

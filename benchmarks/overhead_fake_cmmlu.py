@@ -1,17 +1,22 @@
 """Framework overhead: all 11,582 CMMLU test questions with a model that does no work.
 
 luopan with its `fake` backend (likelihood mode: 46,328 requests through the cache) against lm-eval's
-`--model dummy` on task YAMLs that read the same CSVs (written by ../shared/peers/lmeval_cmmlu_tasks.py).
-Both are timed as whole commands, side by side, on this machine.
+`--model dummy` on task YAMLs that read the same CSVs (written by ``_common.write_cmmlu_tasks``: lm-eval's
+CMMLU prompt on the files under $LUOPAN_DATA/cmmlu). Both are timed as whole commands, side by side, on this
+machine, interleaved.
 
-Usage: python benchmarks/overhead_fake_cmmlu.py [--lmeval-venv /path/to/venv] [--repeats 3]
+Usage: python benchmarks/overhead_fake_cmmlu.py [--lmeval-python PATH] [--repeats 3] [--skip-lmeval] [--lock PATH]
+
+  --lmeval-python PATH  a Python with lm-eval installed (default: $LUOPAN_LMEVAL_PYTHON); not needed with
+                        --skip-lmeval
+  --lock PATH           hold an exclusive flock on PATH while measuring (default: $LUOPAN_BENCH_LOCK, else none)
+  $LUOPAN_DATA          the data folder (default ../shared/datasets beside the repository)
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import statistics
 import subprocess
@@ -20,8 +25,15 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-PEERS = REPO.parent / "shared" / "peers"
+from _common import (
+    EPILOG,
+    add_lmeval_option,
+    add_lock_option,
+    hold_lock,
+    lmeval_cmd,
+    lmeval_python,
+    write_cmmlu_tasks,
+)
 
 RUN = """\
 run: {{output_dir: {out}, name: bench}}
@@ -42,18 +54,19 @@ def timed(cmd: list[str], env: dict[str, str] | None = None, cwd: Path | None = 
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--lmeval-venv", default=os.environ.get("LMEVAL_VENV", "/work/peer-lmeval"))
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=EPILOG)
+    add_lmeval_option(ap)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--skip-lmeval", action="store_true")
+    ap.add_argument("--skip-lmeval", action="store_true", help="time luopan only")
+    add_lock_option(ap)
     args = ap.parse_args()
+    lm_cmd = [] if args.skip_lmeval else lmeval_cmd(lmeval_python(args))
+    hold_lock(args.lock)
     work = Path(tempfile.mkdtemp(prefix="luopan-bench-"))
     luopan_bin = shutil.which("luopan") or sys.exit("luopan is not installed")
     tasks = work / "tasks"
-    lm_bin = str(Path(args.lmeval_venv) / "bin" / "lm_eval")
     if not args.skip_lmeval:
-        py = Path(args.lmeval_venv) / "bin" / "python"
-        subprocess.run([str(py), str(PEERS / "lmeval_cmmlu_tasks.py"), str(tasks)], check=True, capture_output=True)
+        write_cmmlu_tasks(tasks)
     cold, warm, lm = [], [], []
     for i in range(args.repeats):  # interleaved, so both tools see the same machine conditions
         out = work / f"out{i}"
@@ -62,7 +75,7 @@ def main() -> None:
         cold.append(timed([luopan_bin, "run", str(cfg), "--no-progress"]))
         warm.append(timed([luopan_bin, "run", str(cfg), "--no-progress"]))
         if not args.skip_lmeval:
-            lm.append(timed([lm_bin, "--model", "dummy", "--tasks", "pb_cmmlu_all", "--include_path", str(tasks),
+            lm.append(timed([*lm_cmd, "--model", "dummy", "--tasks", "pb_cmmlu_all", "--include_path", str(tasks),
                              "--output_path", str(work / f"lm{i}")]))
     res = json.loads((work / "out0/bench/results/fake/cmmlu.json").read_text())
     n = sum(s["n"] for s in res["subsets"])

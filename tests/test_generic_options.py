@@ -1,4 +1,4 @@
-"""The ``files`` loader's options added for the standard benchmarks (issue 8): ``*`` paths, few-shot rows
+"""The ``files`` loader's options added for the standard benchmarks: ``*`` paths, few-shot rows
 written in the run file, a description from the subset's rows, ``meta`` fields, ``continuation`` (partial
 evaluation) with few-shot, and the regex options of ``exact_match`` / ``number_match``."""
 
