@@ -114,7 +114,8 @@ class Component:
         return model.model_validate(params).model_dump()  # type: ignore[attr-defined]
 
     def build(self, params: dict[str, Any]) -> Any:
-        """Validate ``params`` and build the component."""
+        """Validate ``params`` and build the component (the factory is imported first: its error is the one shown)."""
+        _ = self.factory
         return self.create(self.validate_params(params))
 
     def create(self, validated: dict[str, Any]) -> Any:
