@@ -116,8 +116,8 @@ def test_two_runs_in_one_process_keep_their_own_data_folders_and_plugins(tmp_pat
 
 
 class _NotABackend:
-    def __init__(self, **_: object) -> None:
-        pass
+    def __init__(self, params: object = None) -> None:  # a factory: called with the params object
+        self.params = params
 
 
 class _BadPlugin:
@@ -133,3 +133,46 @@ def test_a_factory_that_builds_the_wrong_type_is_refused():
     reg = load_registry(extra_plugins=[("bad", plugin)])
     with pytest.raises(PluginLoadError, match="not_a_backend.*is not a luopan.Backend"):
         reg.get("backend", "not_a_backend").build({})
+
+
+def test_factories_receive_their_validated_params_object():
+    from pydantic import BaseModel, ConfigDict
+
+    from luopan import Evaluator, hookimpl
+
+    class Opts(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        threshold: float = 0.5
+
+    seen: list[object] = []
+
+    class Mine(Evaluator):
+        def __init__(self, opts: Opts) -> None:
+            self.opts = opts
+
+        @classmethod
+        def from_params(cls, params: Opts) -> Mine:
+            seen.append(params)
+            return cls(params)
+
+        def score(self, samples, outputs, ctx):
+            return []
+
+    def make(params: Opts) -> Mine:  # a plain function factory
+        seen.append(params)
+        return Mine(params)
+
+    class Plugin:
+        @staticmethod
+        @hookimpl
+        def luopan_register_evaluators(register):
+            register("by_class", Mine, params=Opts)
+            register("by_function", make, params=Opts)
+
+    reg = load_registry(extra_plugins=[("mine", Plugin)])
+    a = reg.get("evaluator", "by_class").build({"threshold": 0.9})
+    b = reg.get("evaluator", "by_function").build({})
+    assert isinstance(seen[0], Opts) and seen[0].threshold == 0.9 and a.opts is seen[0]
+    assert isinstance(seen[1], Opts) and seen[1].threshold == 0.5 and b.opts is seen[1]
+    with pytest.raises(Exception, match="threshold"):
+        reg.get("evaluator", "by_class").build({"threshold": "high"})

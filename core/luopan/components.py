@@ -25,7 +25,20 @@ from luopan.types import (
 )
 
 
-class Backend(ABC):
+class Component(ABC):  # noqa: B024 - a base for the classmethod; the kinds below are the abstract ones
+    """What every component class shares: how the registry builds it from its validated params object."""
+
+    @classmethod
+    def from_params(cls, params: Any) -> Any:
+        """Build from the validated params object (the registered pydantic model's instance, or None). The
+        default passes its fields (``model_dump()``) to ``__init__`` as keyword arguments; a class that wants
+        the object itself overrides this."""
+        if params is None:
+            return cls()
+        return cls(**params.model_dump())
+
+
+class Backend(Component):
     """A model behind a uniform interface.
 
     Results come back in request order. ``identity()`` names everything that changes outputs (backend name,
@@ -88,7 +101,7 @@ class Backend(ABC):
         """Release resources (GPU memory, server processes)."""
 
 
-class Dataset(ABC):
+class Dataset(Component):
     """A benchmark: named subsets of samples, with few-shot examples built into the prompts."""
 
     @abstractmethod
@@ -161,7 +174,7 @@ class EvalContext:
     components: Components | None = None
 
 
-class Evaluator(ABC):
+class Evaluator(Component):
     """Turns model outputs into per-sample scores.
 
     ``outputs[i]`` belongs to ``samples[i]``: in likelihood mode a list of :class:`LoglikelihoodResult`, one
@@ -202,12 +215,12 @@ class SummaryTable:
     notes: list[str] = field(default_factory=list)
 
 
-class Summarizer(ABC):
+class Summarizer(Component):
     @abstractmethod
     def summarize(self, results: Sequence[UnitResult]) -> list[SummaryTable]: ...
 
 
-class Runner(ABC):
+class Runner(Component):
     """Executes units. ``execute(unit)`` does one unit and returns its :class:`UnitResult`."""
 
     @abstractmethod

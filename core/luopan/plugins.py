@@ -120,10 +120,21 @@ class Component:
 
     def create(self, validated: dict[str, Any]) -> Any:
         """Build the component from already validated options, and check that it is of its kind's type
-        (a backend factory must return a :class:`~luopan.components.Backend`, and so on)."""
-        obj = self.factory(**validated)
+        (a backend factory must return a :class:`~luopan.components.Backend`, and so on).
+
+        The factory receives the validated params object (an instance of the registered pydantic model): a
+        component class gets it through its ``from_params`` classmethod (the base classes' default passes its
+        fields as keyword arguments to ``__init__``), any other factory is called with it. A component registered
+        without ``params`` takes no options: its factory is called with none."""
         from luopan import components
 
+        factory = self.factory
+        model = self.params
+        params = model.model_validate(validated) if model is not None else None  # type: ignore[attr-defined]
+        if isinstance(factory, type) and issubclass(factory, components.Component):
+            obj = factory.from_params(params)
+        else:
+            obj = factory(params) if params is not None else factory()
         expected = getattr(components, KIND_TYPES[self.kind])
         if not isinstance(obj, expected):
             raise PluginLoadError(
