@@ -36,6 +36,7 @@ import yaml
 from _common import EPILOG, REPO, add_lock_option, hold_lock
 
 os.environ.setdefault("LUOPAN_DATA", str(REPO.parent / "shared" / "datasets"))
+sys.path.insert(0, str(REPO / "tools"))  # the fault-injecting proxy, tools/faultproxy.py
 KEY = "sk-bench-0123456789abcdef"
 
 
@@ -67,7 +68,7 @@ def luopan_run(path: Path) -> tuple[int, float]:
 
 # ---------------------------------------------------------------- rate
 def part_rate(rpm: int, n: int = 300, workers: int = 8, which: str = "one,many,per_worker") -> dict[str, Any]:
-    from luopan_openai.faultproxy import ProxyThread
+    from faultproxy import ProxyThread
 
     out: dict[str, Any] = {"R": rpm, "requests": n, "workers": workers}
     with tempfile.TemporaryDirectory() as tmp:
@@ -166,7 +167,7 @@ def _max_in(times: list[float], window: float) -> int:
 
 # ---------------------------------------------------------------- faults
 def part_faults(fault_rate: float = 0.2) -> dict[str, Any]:
-    from luopan_openai.faultproxy import ProxyThread
+    from faultproxy import ProxyThread
     from luopan_openai.local_server import llama_cpp_server, smollm2_gguf
 
     out: dict[str, Any] = {"fault_rate": fault_rate}

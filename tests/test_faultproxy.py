@@ -1,9 +1,8 @@
-"""The fault-injecting OpenAI-compatible proxy (luopan_openai.faultproxy), driven by the official SDK."""
+"""The fault-injecting OpenAI-compatible proxy (tools/faultproxy.py), driven by the official SDK."""
 
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import subprocess
 import sys
@@ -15,21 +14,9 @@ from pathlib import Path
 import openai  # noqa: E402 - .ci/run installs openai and aiohttp: missing is a failure, not a skip
 import pytest
 
-MODULE = Path(__file__).resolve().parents[1] / "plugins" / "luopan_openai" / "faultproxy.py"
+import faultproxy as fp  # tools/faultproxy.py (pytest puts tools/ on sys.path)
 
-
-def _load():
-    try:
-        import luopan_openai.faultproxy as module
-    except ImportError:  # the package is not installed (yet) in this environment: load the file itself
-        spec = importlib.util.spec_from_file_location("_luopan_faultproxy", MODULE)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
-    return module
-
-
-fp = _load()
+MODULE = Path(__file__).resolve().parents[1] / "tools" / "faultproxy.py"
 
 MESSAGES = [{"role": "system", "content": "Answer with a letter."},
             {"role": "user", "content": "Which is right? A. 1 B. 2 C. 3 D. 4"}]
@@ -279,12 +266,7 @@ def test_async_api_and_async_sdk():
 
 
 def test_cli_prints_url_first():
-    try:
-        import luopan_openai.faultproxy  # noqa: F401
-
-        cmd = [sys.executable, "-m", "luopan_openai.faultproxy"]
-    except ImportError:
-        cmd = [sys.executable, str(MODULE)]
+    cmd = [sys.executable, str(MODULE)]  # the documented command: python tools/faultproxy.py
     proc = subprocess.Popen([*cmd, "--mock", "--port", "0", "--rpm", "100", "--faults", "500,drop"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

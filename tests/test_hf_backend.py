@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from luopan import models
 from luopan.errors import ConfigError
-from luopan_hf import paths
 from luopan_hf.backend import HFBackend
 from luopan_hf.params import HFParams
 
@@ -42,16 +42,16 @@ def test_params_forbid_unknown_keys_and_check_values():
 
 
 def test_pkg_path_is_the_package_folder_found_without_importing_it():
-    r = paths.resolve("pkg:luopan_fake")
+    r = models.resolve("pkg:luopan_fake")
     assert r.local is not None and (r.local / "__init__.py").is_file()
     with pytest.raises(ConfigError, match="no installed Python package 'no_such_pkg_xyz'"):
-        paths.resolve("pkg:no_such_pkg_xyz")
+        models.resolve("pkg:no_such_pkg_xyz")
 
 
 def test_missing_local_path_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
-        paths.resolve(str(tmp_path / "nope"))
-    assert paths.resolve("org/model").local is None  # a hub id
+        models.resolve(str(tmp_path / "nope"))
+    assert models.resolve("org/model").local is None  # a hub id
 
 
 def _fake_gguf(folder: Path, name: str, n: int = 3) -> bytes:
@@ -64,16 +64,16 @@ def _fake_gguf(folder: Path, name: str, n: int = 3) -> bytes:
 
 def test_chunked_gguf_is_fingerprinted_without_assembly_then_assembled_once(tmp_path):
     data = _fake_gguf(tmp_path, "m.gguf")
-    r = paths.resolve(str(tmp_path))
-    files = paths.weight_files(r, "m.gguf")
+    r = models.resolve(str(tmp_path))
+    files = models.weight_files(r, "m.gguf")
     assert [f.name for f in files] == ["m.gguf.part00", "m.gguf.part01", "m.gguf.part02"]
-    fp = paths.fingerprint(files)
+    fp = models.fingerprint(files)
     assert not (tmp_path / "m.gguf").exists()
-    out = paths.ensure_gguf(r, "m.gguf")
+    out = models.ensure_gguf(r, "m.gguf")
     assert out.read_bytes() == data
-    assert paths.ensure_gguf(r, "m.gguf") == out
+    assert models.ensure_gguf(r, "m.gguf") == out
     # once assembled the file itself is what identity reads; chunks keep their own fingerprint
-    assert paths.fingerprint(paths.gguf_parts(r, "m.gguf")) != fp
+    assert models.fingerprint(models.gguf_parts(r, "m.gguf")) != fp
 
 
 def test_identity_is_cheap_and_follows_the_weights(tmp_path):

@@ -17,9 +17,9 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 pytest.importorskip("gguf")
 
+from luopan.backend_errors import InputTooLongError  # noqa: E402
 from luopan.types import GenerationConfig, GenerationRequest, LoglikelihoodRequest  # noqa: E402
 from luopan_hf.backend import HFBackend  # noqa: E402
-from luopan_hf.errors import InputTooLongError  # noqa: E402
 
 pytestmark = pytest.mark.slow
 

@@ -222,7 +222,7 @@ def test_sampling_is_seeded_and_independent_of_the_other_requests(lc):
 
 
 def test_overlong_input_is_an_error_naming_the_request():
-    from luopan_hf.errors import InputTooLongError
+    from luopan.backend_errors import InputTooLongError
 
     small = _llamacpp(SMOL, n_ctx=32)  # llama.cpp rounds the context up (to 256 in 0.3.36): the error says which
     try:

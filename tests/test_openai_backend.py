@@ -13,9 +13,9 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
+from faultproxy import ProxyThread  # tools/faultproxy.py
 from luopan.cli import main
 from luopan_openai.backend import continuation_logprob, cut_at_stop, retry_after
-from luopan_openai.faultproxy import ProxyThread
 from luopan_openai.limiter import RateLimiter
 from luopan_openai.tokens import estimate_tokens
 

@@ -12,8 +12,8 @@ import pytest
 import yaml
 from conftest import LLAMA_SERVER_KEY
 
+from faultproxy import ProxyThread  # tools/faultproxy.py
 from luopan.cli import main
-from luopan_openai.faultproxy import ProxyThread
 
 pytestmark = pytest.mark.slow
 

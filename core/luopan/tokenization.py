@@ -7,15 +7,21 @@ Nothing here imports a model library: the functions take the tokenizer's own ``e
   continuation)``, ``ctx = encode(context)``, the continuation is ``whole[len(ctx):]``; where a token merges
   across the boundary (``whole`` does not start with ``ctx``) the continuation is tokenized on its own after the
   exact context tokens; an empty context is replaced by one prefix token (BOS, else EOS).
-* :func:`hf_encode` is the hf backend's BOS rule for Hugging Face tokenizers (``LoadedModel.tok_encode``):
-  special tokens follow ``add_bos_token`` when set, else the tokenizer's default, and a text that already starts
-  with the BOS string gets no second one.
+* :func:`bos_rule` is the BOS rule every backend applies (the hf backend's, lm-eval's): special tokens follow
+  ``add_bos_token`` when set, else the tokenizer's default, and a text that already starts with the BOS string
+  gets no second one. :func:`hf_encode` applies it with a Hugging Face tokenizer (``LoadedModel.tok_encode``,
+  the vllm and lmdeploy backends); the llamacpp backend with llama.cpp's tokenizer.
+* :func:`hf_chat_prompt` renders a chat with a Hugging Face tokenizer's template exactly as the hf backend does
+  (the vllm, lmdeploy backends and the needle dataset's token counts use it too).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from typing import Any
+
+__all__ = ["Encode", "bos_rule", "common_prefix_length", "hf_chat_prompt", "hf_encode", "hf_prefix_token_id",
+           "split_pair"]
 
 Encode = Callable[[str], list[int]]
 
@@ -51,15 +57,21 @@ def split_pair(
     return ctx, encode_plain(continuation)
 
 
-def hf_encode(tokenizer: Any, text: str, add_bos_token: bool | None = None) -> list[int]:
-    """Token ids of ``text`` by a Hugging Face tokenizer, with the hf backend's BOS rule."""
-    kwargs: dict[str, Any] = {}
-    if add_bos_token is not None:
-        kwargs["add_special_tokens"] = add_bos_token
-    bos = getattr(tokenizer, "bos_token", None)
+def bos_rule(text: str, bos: str | None, add_bos_token: bool | None) -> bool | None:
+    """Whether a backend adds special tokens (BOS) when it encodes ``text``: False when ``text`` already starts
+    with the BOS string ``bos`` (never a second one), else ``add_bos_token``; None means the tokenizer's own
+    default. Every backend encodes prompts by this rule (the hf backend's, lm-eval's)."""
     if bos and text.startswith(bos):
-        kwargs["add_special_tokens"] = False
-    return list(tokenizer.encode(text, **kwargs))
+        return False
+    return add_bos_token
+
+
+def hf_encode(tokenizer: Any, text: str, add_bos_token: bool | None = None) -> list[int]:
+    """Token ids of ``text`` by a Hugging Face tokenizer, with the hf backend's BOS rule (:func:`bos_rule`)."""
+    add = bos_rule(text, getattr(tokenizer, "bos_token", None), add_bos_token)
+    if add is None:
+        return list(tokenizer.encode(text))
+    return list(tokenizer.encode(text, add_special_tokens=add))
 
 
 def hf_prefix_token_id(tokenizer: Any) -> int:
@@ -78,6 +90,7 @@ def hf_chat_prompt(tokenizer: Any, messages: Sequence[dict[str, str]], chat_temp
 
 
 def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many leading tokens ``a`` and ``b`` share (the KV cache a backend can keep between two prompts)."""
     n = min(len(a), len(b))
     for i in range(n):
         if a[i] != b[i]:

@@ -24,6 +24,7 @@ from typing import Any
 
 import orjson
 
+from luopan.data import read_jsonl
 from luopan_generic.readers import FilesDataError, Source, SplitRows
 
 
@@ -87,7 +88,7 @@ class PiqaSource(Source):
         return ["validation"]
 
     def read(self, split: str) -> SplitRows:
-        docs = [orjson.loads(line) for line in self.data.read_bytes().splitlines() if line.strip()]
+        docs = list(read_jsonl(self.data, error=FilesDataError))
         labels = [x.strip() for x in self.labels.read_text(encoding="utf-8").splitlines() if x.strip()]
         if len(docs) != len(labels):
             raise FilesDataError(f"{self.labels}: {len(labels)} labels for the {len(docs)} rows of {self.data}")

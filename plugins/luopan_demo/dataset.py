@@ -7,14 +7,13 @@ generation-only and scored by ``short_answer``.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
 from luopan.components import Dataset
-from luopan.data import files_fingerprint
+from luopan.data import files_fingerprint, read_jsonl
 from luopan.types import Sample
 
 DATA = Path(__file__).with_name("demo.jsonl")
@@ -34,7 +33,7 @@ class DemoDataset(Dataset):
     def __init__(self, kind: str = "mcq") -> None:
         self.kind = kind
         self.default_evaluator = "accuracy" if kind == "mcq" else "short_answer"
-        rows = [json.loads(line) for line in DATA.read_text(encoding="utf-8").splitlines() if line.strip()]
+        rows = list(read_jsonl(DATA, what="demo"))
         self._rows = [r for r in rows if r["subset"].endswith(kind)]
         self.display_names = {"zh_mcq": "中文选择题", "en_mcq": "English multiple choice",
                               "zh_qa": "中文简答", "en_qa": "English short answer"}

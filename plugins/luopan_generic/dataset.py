@@ -37,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from luopan.components import Dataset
 from luopan.data import files_fingerprint, find_data
 from luopan.errors import ConfigError
+from luopan.prompts import PromptTemplate, validate_template
 from luopan.types import Sample
 from luopan_generic.fields import FieldError, RowField, choice_index, is_template
 from luopan_generic.readers import (
@@ -53,7 +54,6 @@ from luopan_generic.readers import (
     expand,
     is_saved_dataset,
 )
-from luopan_mcq.templates import PromptTemplate, validate_template
 
 _LETTERS = string.ascii_uppercase
 #: file names that name a split, not a benchmark: "gsm8k/test.jsonl" is the benchmark gsm8k

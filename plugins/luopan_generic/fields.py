@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from luopan.plugins import nearest
-from luopan_mcq.templates import PromptTemplate, TemplateRenderError
+from luopan.prompts import PromptTemplate, TemplateRenderError
 
 
 class FieldError(Exception):

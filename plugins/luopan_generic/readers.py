@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from luopan.data import csv_records
+from luopan.data import csv_records, read_jsonl
 from luopan.deps import require
 from luopan.errors import ConfigError
 
@@ -246,7 +246,7 @@ def read_file(path: Path, fmt: str = "auto") -> list[dict[str, Any]]:
     kind = file_format(path, fmt)
     try:
         if kind == "jsonl":
-            return _read_jsonl(path)
+            return list(read_jsonl(path, error=FilesDataError))
         if kind == "json":
             return _read_json(path)
         if kind in ("csv", "tsv"):
@@ -256,28 +256,6 @@ def read_file(path: Path, fmt: str = "auto") -> list[dict[str, Any]]:
         raise FilesDataError(f"{path}: not UTF-8 text ({exc})") from None
     except OSError as exc:
         raise FilesDataError(f"{path}: cannot read ({exc})") from None
-
-
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = []
-    loads = orjson.loads
-    with open(path, "rb") as fh:
-        data = fh.read()
-    if data.startswith(b"\xef\xbb\xbf"):
-        data = data[3:]
-    for line_no, line in enumerate(data.split(b"\n"), 1):
-        if not line.strip():
-            continue
-        try:
-            row = loads(line)
-        except orjson.JSONDecodeError as exc:
-            raise FilesDataError(f"{path}: row {len(rows)} (line {line_no}): invalid JSON ({exc})") from None
-        if type(row) is not dict:
-            raise FilesDataError(
-                f"{path}: row {len(rows)} (line {line_no}): expected a JSON object, got {type(row).__name__}"
-            )
-        rows.append(row)
-    return rows
 
 
 def _read_json(path: Path) -> list[dict[str, Any]]:

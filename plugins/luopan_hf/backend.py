@@ -8,9 +8,11 @@ import hashlib
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from luopan import models
 from luopan.components import Backend
 from luopan.types import GenerationRequest, GenerationResult, LoglikelihoodRequest, LoglikelihoodResult
-from luopan_hf import paths
+
+WHO = "hf backend"
 
 
 class HFBackend(Backend):
@@ -48,7 +50,7 @@ class HFBackend(Backend):
         self.compile = compile
         self.add_bos_token = add_bos_token
         self.chunk_size = chunk_size
-        self.resolved = paths.resolve(path)
+        self.resolved = models.resolve(path, who=WHO)
         self.lm: Any = None  # luopan_hf.model.LoadedModel once loaded
         # switches for tests and benchmarks; they never change results, only how they are computed
         self.group_contexts = True
@@ -70,7 +72,7 @@ class HFBackend(Backend):
     def identity(self) -> dict[str, Any]:
         local = self.resolved.local
         if local is not None:
-            fp = paths.fingerprint(paths.weight_files(self.resolved, self.gguf_file))
+            fp = models.fingerprint(models.weight_files(self.resolved, self.gguf_file, who=WHO))
         else:
             fp = f"hub:{self.revision or 'main'}"
         ident: dict[str, Any] = {

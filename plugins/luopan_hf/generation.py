@@ -21,8 +21,9 @@ from typing import Any
 
 import torch
 
+from luopan.backend_errors import InputTooLongError, describe
+from luopan.tokenization import hf_chat_prompt
 from luopan.types import GenerationConfig, GenerationRequest, GenerationResult
-from luopan_hf.errors import InputTooLongError, describe
 
 log = logging.getLogger("luopan.hf")
 
@@ -45,11 +46,7 @@ class Row:
 
 def prompt_tokens(lm: Any, r: GenerationRequest) -> list[int]:
     if r.messages is not None:
-        kwargs: dict[str, Any] = {"add_generation_prompt": True, "tokenize": False}
-        if lm.chat_template is not None:
-            kwargs["chat_template"] = lm.chat_template
-        text = lm.tokenizer.apply_chat_template(r.message_dicts(), **kwargs)
-        return lm.tok_encode(text)
+        return lm.tok_encode(hf_chat_prompt(lm.tokenizer, r.message_dicts(), lm.chat_template))
     return lm.tok_encode(r.prompt or "")
 
 

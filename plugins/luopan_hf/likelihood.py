@@ -33,8 +33,9 @@ from typing import Any
 
 import torch
 
+from luopan.backend_errors import InputTooLongError, describe
+from luopan.tokenization import common_prefix_length, split_pair
 from luopan.types import LoglikelihoodRequest, LoglikelihoodResult
-from luopan_hf.errors import InputTooLongError, describe
 
 log = logging.getLogger("luopan.hf")
 
@@ -61,28 +62,14 @@ class Segment:
 
 
 def encode_pair(lm: Any, context: str, continuation: str) -> tuple[list[int], list[int]]:
-    if context == "":
-        cont = lm.tok_encode(continuation)
-        pid = lm.prefix_token_id
-        if cont and cont[0] == pid:
-            return cont[:1], cont[1:]
-        return [pid], cont
-    n_spaces = len(context) - len(context.rstrip())
-    if n_spaces:
-        continuation = context[-n_spaces:] + continuation
-        context = context[:-n_spaces]
-        if context == "":
-            return encode_pair(lm, "", continuation)
-    whole = lm.tok_encode(context + continuation)
-    ctx = lm.tok_encode(context)
-    if whole[: len(ctx)] == ctx:
-        return ctx, whole[len(ctx) :]
-    # a token merges across the boundary: score the continuation's own tokens after the exact context tokens
-    return ctx, _encode_plain(lm, continuation)
-
-
-def _encode_plain(lm: Any, text: str) -> list[int]:
-    return list(lm.tokenizer.encode(text, add_special_tokens=False))
+    """``(context tokens, continuation tokens)`` by lm-eval's rule (:func:`luopan.tokenization.split_pair`)."""
+    return split_pair(
+        context,
+        continuation,
+        encode=lm.tok_encode,
+        encode_plain=lambda text: list(lm.tokenizer.encode(text, add_special_tokens=False)),
+        prefix_token_id=lm.prefix_token_id,
+    )
 
 
 def encode_requests(lm: Any, requests: Sequence[LoglikelihoodRequest], reuse_prefix: bool) -> list[Encoded]:
@@ -106,19 +93,11 @@ def encode_requests(lm: Any, requests: Sequence[LoglikelihoodRequest], reuse_pre
             # the cached part must be exactly the context's first tokens: take the tokens the prefix and the
             # context share (the prefix's last token often differs: "\n\n" alone is one token, but "\n" + "\n..."
             # inside the context); what is left is computed with the rest of the context
-            k = _common_prefix_length(ptoks, ctx, len(ctx) - 1)
+            k = min(common_prefix_length(ptoks, ctx), len(ctx) - 1)
             if k > 0:
                 enc.prefix = tuple(ctx[:k])
         out.append(enc)
     return out
-
-
-def _common_prefix_length(a: Sequence[int], b: Sequence[int], limit: int) -> int:
-    n = min(len(a), len(b), limit)
-    for i in range(n):
-        if a[i] != b[i]:
-            return i
-    return n
 
 
 # ---------------------------------------------------------------- layout

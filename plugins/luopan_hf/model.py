@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import shutil
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from luopan.deps import require
 from luopan.errors import ConfigError
-from luopan_hf import paths
+from luopan.models import convert_gguf, load_causal_lm
+from luopan.tokenization import hf_encode, hf_prefix_token_id
 
 log = logging.getLogger("luopan.hf")
 
@@ -75,20 +73,12 @@ class LoadedModel:
     def tok_encode(self, text: str) -> list[int]:
         """Token ids of plain text. BOS follows ``add_bos_token`` when set, otherwise the tokenizer's own default,
         except that a text already starting with the BOS string gets no second one (lm-eval's rule)."""
-        tok = self.tokenizer
-        kwargs: dict[str, Any] = {}
-        if self.add_bos_token is not None:
-            kwargs["add_special_tokens"] = self.add_bos_token
-        bos = tok.bos_token
-        if bos and text.startswith(bos):
-            kwargs["add_special_tokens"] = False
-        return list(tok.encode(text, **kwargs))
+        return hf_encode(self.tokenizer, text, self.add_bos_token)
 
     @property
     def prefix_token_id(self) -> int:
         """Scored continuations of an empty context are conditioned on this token (BOS, else EOS)."""
-        tok = self.tokenizer
-        return tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+        return hf_prefix_token_id(self.tokenizer)
 
     @property
     def pad_token_id(self) -> int:
@@ -203,7 +193,10 @@ def load_model(backend: Any) -> LoadedModel:
         if resolved.local is None:
             kwargs["gguf_file"] = backend.gguf_file
         else:
-            source, model, tokenizer = _converted_gguf(transformers, torch, backend, kwargs)
+            folder, model, tokenizer = convert_gguf(
+                resolved, backend.gguf_file, who="hf backend", trust_remote_code=backend.trust_remote_code
+            )
+            source = str(folder)
     if tokenizer is None:
         tokenizer = transformers.AutoTokenizer.from_pretrained(source, **kwargs)
     if model is None:
@@ -211,7 +204,7 @@ def load_model(backend: Any) -> LoadedModel:
         model_kwargs["dtype"] = dtype
         if backend.device_map is not None:
             model_kwargs["device_map"] = backend.device_map
-        model = _from_pretrained(transformers, source, model_kwargs)
+        model = load_causal_lm(source, who="backend 'hf'", **model_kwargs)
     if backend.device_map is None:
         model.to(device=device, dtype=dtype)
     else:
@@ -251,87 +244,6 @@ def load_model(backend: Any) -> LoadedModel:
         lm.max_length,
     )
     return lm
-
-
-def converted_dir(fingerprint: str) -> Path:
-    root = (
-        os.environ.get("LUOPAN_HF_CACHE")
-        or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "luopan" / "hf"
-    )
-    return Path(root) / f"gguf-{fingerprint[:24]}"
-
-
-def _converted_gguf(
-    transformers: Any, torch: Any, backend: Any, kwargs: dict[str, Any]
-) -> tuple[str, Any, Any]:
-    """A GGUF file as a plain transformers folder (float32 safetensors + tokenizer), converted once and cached.
-
-    Reading a GGUF with transformers parses its metadata in Python (tens of seconds even for a 135M model); the
-    converted folder loads in about a second and holds the same dequantized weights. The cache folder is keyed
-    by the GGUF's fingerprint, so a changed file is converted again. Returns (folder, model, tokenizer), the
-    latter two already loaded when this call did the conversion."""
-    resolved = backend.resolved
-    fp = paths.fingerprint(paths.gguf_parts(resolved, backend.gguf_file))
-    target = converted_dir(fp)
-    marker = target / "luopan-gguf.json"
-    if marker.is_file():
-        return str(target), None, None
-    gguf = paths.ensure_gguf(resolved, backend.gguf_file)
-    log.info("hf backend: converting %s once (cached in %s)", gguf, target)
-    conv_kwargs = {k: v for k, v in kwargs.items() if k != "revision"}
-    tokenizer = transformers.AutoTokenizer.from_pretrained(
-        str(gguf.parent), gguf_file=gguf.name, **conv_kwargs
-    )
-    model = _from_pretrained(
-        transformers, str(gguf.parent), {**conv_kwargs, "gguf_file": gguf.name, "dtype": torch.float32}
-    )
-    model = _plain_copy(transformers, torch, model)
-    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
-    try:
-        model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        (tmp / "luopan-gguf.json").write_text(json.dumps({"gguf": str(gguf), "fingerprint": fp}) + "\n")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp, target)
-    except OSError as exc:  # a read-only or full cache folder: use the model without caching it
-        log.warning("hf backend: could not cache the converted GGUF in %s (%s)", target, exc)
-        shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return str(target), model, tokenizer
-
-
-def _plain_copy(transformers: Any, torch: Any, model: Any) -> Any:
-    """The GGUF-loaded model as an ordinary one (same dequantized weights), which save_pretrained accepts."""
-    config = model.config
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config
-    plain = transformers.AutoModelForCausalLM.from_config(
-        config, dtype=torch.float32, attn_implementation=config._attn_implementation
-    )
-    missing, unexpected = plain.load_state_dict(model.state_dict(), strict=False)
-    tied = set(getattr(plain, "_tied_weights_keys", None) or [])
-    if unexpected or any(k not in tied and not k.endswith("lm_head.weight") for k in missing):
-        raise RuntimeError(
-            f"hf backend: GGUF conversion lost weights: missing {missing}, unexpected {unexpected}"
-        )
-    plain.generation_config = model.generation_config
-    plain.eval()
-    return plain
-
-
-def _from_pretrained(transformers: Any, source: str, kwargs: dict[str, Any]) -> Any:
-    auto = transformers.AutoModelForCausalLM
-    try:
-        return auto.from_pretrained(source, attn_implementation="sdpa", **kwargs)
-    except (
-        ValueError,
-        ImportError,
-    ) as exc:  # an architecture without SDPA support: fall back to eager attention
-        if "sdpa" not in str(exc).lower() and "attn_implementation" not in str(exc):
-            raise
-        return auto.from_pretrained(source, attn_implementation="eager", **kwargs)
 
 
 def _model_max_length(cfg: Any, tokenizer: Any) -> int:

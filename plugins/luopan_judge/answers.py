@@ -19,7 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from luopan.components import Backend
-from luopan.data import find_data
+from luopan.data import find_data, read_jsonl
 from luopan.errors import ConfigError
 from luopan.types import FailedResult, GenerationRequest, GenerationResult
 
@@ -55,16 +55,9 @@ def _locate(path: str, model: str | None) -> Path:
 
 
 def _read_records(path: Path) -> list[dict[str, Any]]:
-    text = path.read_text(encoding="utf-8")
     if path.suffix == ".jsonl":
-        out = []
-        for n, line in enumerate(text.split("\n"), 1):  # not splitlines: JSON strings may hold U+2028
-            if line.strip():
-                try:
-                    out.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise ConfigError(f"{path}:{n}: invalid JSON: {exc.msg}") from None
-        return out
+        return list(read_jsonl(path))
+    text = path.read_text(encoding="utf-8")
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from luopan.components import SummaryTable, UnitResult
+from luopan.files import atomic_write, ensure_dir, safe_name
 from luopan_judge.bt import Battle, Ratings, fit
 from luopan_judge.votes import VotesSpec, discrete, load_votes
 
@@ -52,10 +53,6 @@ class Source:
     rule_decided: int = 0
     calls_saved: int = 0
     dropped: int = 0          # votes on models or questions not in this run
-
-
-def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
 
 def _evaluator(run: Any, spec: Any) -> str:
@@ -209,13 +206,13 @@ def dataset_arena(run: Any, spec: Any, results: Sequence[UnitResult], out: Path)
     from luopan_judge.pairwise import PairwiseParams
 
     params = PairwiseParams(**spec.evaluator_params)
-    models = [m.label for m in run.config.models if getattr(m, "role", "model") != "judge"]
+    models = [m.label for m in run.config.models if m.role != "judge"]
     baseline = params.baseline or models[0]
     judges, lengths, ids, texts = collect(run, spec.label)
     votes = vote_sources(params.votes, models, ids, texts) if params.votes else {}
     sources = list(judges.values()) + list(votes.values())
     tables: list[SummaryTable] = []
-    out.mkdir(parents=True, exist_ok=True)
+    ensure_dir(out, "arena folder")
     summary: dict[str, Any] = {"dataset": spec.label, "baseline": baseline, "leaderboards": {}, "judges": {},
                                "agreement": []}
     groups = [(s.name if s.kind == "votes" else f"judge {s.name}", s.battles, [s]) for s in sources]
@@ -257,11 +254,11 @@ def dataset_arena(run: Any, spec: Any, results: Sequence[UnitResult], out: Path)
         table, records = leaderboard(f"arena: {spec.label} / {title}", r, battles, baseline, lengths, notes)
         tables.append(table)
         ratings_for_plot.append((title, r))
-        slug = _safe(title)
-        (out / f"leaderboard_{slug}.csv").write_text(
-            _csv(list(records[0]), [list(rec.values()) for rec in records]), encoding="utf-8")
+        slug = safe_name(title)
+        atomic_write(out / f"leaderboard_{slug}.csv",
+                     _csv(list(records[0]), [list(rec.values()) for rec in records]))
         mrows = matrix(battles, r.order())
-        (out / f"matrix_{slug}.csv").write_text(_csv(["model"] + r.order(), mrows), encoding="utf-8")
+        atomic_write(out / f"matrix_{slug}.csv", _csv(["model"] + r.order(), mrows))
         tables.append(SummaryTable(f"arena: {spec.label} / {title}: win rate (%) of row over column",
                                    ["model"] + r.order(), mrows, ["ties count half; - : no battles"]))
         summary["leaderboards"][title] = records
@@ -277,17 +274,14 @@ def dataset_arena(run: Any, spec: Any, results: Sequence[UnitResult], out: Path)
         tables.append(SummaryTable(f"arena: {spec.label}: judge-vote agreement", cols, rows,
                                    ["every vote on an item the judge also decided, compared with the judge's verdict "
                                     "(A, B or tie; an inconsistent judge pair is a tie)"]))
-        (out / "agreement.csv").write_text(_csv(cols, rows), encoding="utf-8")
+        atomic_write(out / "agreement.csv", _csv(cols, rows))
         summary["agreement"] = agreements
-    with open(out / "battles.jsonl", "w", encoding="utf-8") as fh:
-        for s in sources:
-            for b in s.battles:
-                fh.write(json.dumps({**asdict(b), "kind": s.kind, "source_name": s.name}, ensure_ascii=False) + "\n")
-    with open(out / "failures.jsonl", "w", encoding="utf-8") as fh:
-        for s in sources:
-            for f in s.failed:
-                fh.write(json.dumps(f, ensure_ascii=False) + "\n")
-    (out / "summary.json").write_text(json.dumps(summary, ensure_ascii=False, indent=2), encoding="utf-8")
+    atomic_write(out / "battles.jsonl", "".join(
+        json.dumps({**asdict(b), "kind": s.kind, "source_name": s.name}, ensure_ascii=False) + "\n"
+        for s in sources for b in s.battles))
+    atomic_write(out / "failures.jsonl", "".join(
+        json.dumps(f, ensure_ascii=False) + "\n" for s in sources for f in s.failed))
+    atomic_write(out / "summary.json", json.dumps(summary, ensure_ascii=False, indent=2))
     return tables
 
 
@@ -383,7 +377,7 @@ def write_arena_reports(run: Any, results: Sequence[UnitResult]) -> list[Summary
     tables: list[SummaryTable] = []
     for spec in run.config.datasets:
         if _evaluator(run, spec) == "pairwise" and any(u.dataset.label == spec.label for u in run.units):
-            tables += dataset_arena(run, spec, results, Path(run.out) / "arena" / _safe(spec.label))
+            tables += dataset_arena(run, spec, results, Path(run.out) / "arena" / safe_name(spec.label))
     jt = judging_table(run, results)
     if jt is not None:
         tables.append(jt)
@@ -391,7 +385,6 @@ def write_arena_reports(run: Any, results: Sequence[UnitResult]) -> list[Summary
         return []
     from luopan.report import to_markdown
 
-    (Path(run.out) / "arena").mkdir(parents=True, exist_ok=True)
-    (Path(run.out) / "arena" / "summary.md").write_text(to_markdown(tables), encoding="utf-8")
+    atomic_write(Path(run.out) / "arena" / "summary.md", to_markdown(tables))
     run.add_tables(tables)
     return tables

@@ -10,11 +10,10 @@ is judged (``*-multi-turn``). Templates are ``str.format`` templates over FastCh
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from luopan.data import find_data
+from luopan.data import find_data, read_jsonl
 from luopan.errors import ConfigError
 
 
@@ -135,17 +134,15 @@ class PromptSet:
         self.by_key: dict[tuple[str, bool, bool], JudgePrompt] = {}
         if source not in ("builtin", "brief"):
             self.file = find_data(source, what="judge prompts")
-            for n, line in enumerate(self.file.read_text(encoding="utf-8").split("\n"), 1):
-                if not line.strip():
-                    continue
+            for n, rec in enumerate(read_jsonl(self.file, what="judge prompts")):
                 try:
-                    rec = json.loads(line)
                     key = _fastchat_key(rec["name"], rec.get("type", ""))
                     if key is not None:
                         self.by_key.setdefault(key, JudgePrompt(rec["name"], rec.get("system_prompt", ""),
                                                                 rec["prompt_template"]))
-                except (json.JSONDecodeError, KeyError) as exc:
-                    raise ConfigError(f"{self.file}:{n}: not a judge prompt record ({exc})") from None
+                except KeyError as exc:
+                    raise ConfigError(f"judge prompts: {self.file}: row {n}: not a judge prompt record "
+                                      f"(no field {exc})") from None
             if not self.by_key:
                 raise ConfigError(f"{self.file}: no pair-* or single-* judge prompts")
 

@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from luopan.data import find_data
+from luopan.data import find_data, read_jsonl
 from luopan.errors import ConfigError
 
 
@@ -58,16 +58,9 @@ def _records(path: Path, fmt: str) -> list[dict[str, Any]]:
     if fmt == "csv" or (fmt == "auto" and suffix in (".csv", ".tsv")):
         with open(path, newline="", encoding="utf-8") as fh:
             return list(csv.DictReader(fh, delimiter="\t" if suffix == ".tsv" else ","))
-    text = path.read_text(encoding="utf-8")
     if fmt == "jsonl" or (fmt == "auto" and suffix == ".jsonl"):
-        out = []
-        for n, line in enumerate(text.split("\n"), 1):  # not splitlines: JSON strings may hold U+2028
-            if line.strip():
-                try:
-                    out.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise ConfigError(f"{path}:{n}: invalid JSON: {exc.msg}") from None
-        return out
+        return list(read_jsonl(path, what="votes"))
+    text = path.read_text(encoding="utf-8")
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:

@@ -10,10 +10,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from luopan import models
 from luopan.components import Backend
 from luopan.errors import ConfigError
 from luopan.types import GenerationRequest, GenerationResult, LoglikelihoodRequest, LoglikelihoodResult
-from luopan_hf import paths
 
 WHO = "llamacpp backend"
 
@@ -30,7 +30,7 @@ def engine_version() -> str:
         return "not installed"
 
 
-def locate(path: str, gguf_file: str | None) -> tuple[paths.ResolvedPath, str]:
+def locate(path: str, gguf_file: str | None) -> tuple[models.ResolvedPath, str]:
     """The folder and the GGUF file name. ``path`` may be the .gguf file itself; a folder with one .gguf needs no
     ``gguf_file``. Hub ids are not downloaded: llama.cpp reads local files only."""
     p = Path(path).expanduser()
@@ -39,8 +39,8 @@ def locate(path: str, gguf_file: str | None) -> tuple[paths.ResolvedPath, str]:
             raise ConfigError(f"{WHO}: path '{path}' is a file and gguf_file is set too; give one of them")
         if p.suffix != ".gguf":
             raise ConfigError(f"{WHO}: path '{path}' is not a .gguf file")
-        return paths.ResolvedPath(path, p.resolve().parent), p.name
-    resolved = paths.resolve(path, who=WHO)
+        return models.ResolvedPath(path, p.resolve().parent), p.name
+    resolved = models.resolve(path, who=WHO)
     if resolved.local is None:
         raise ConfigError(
             f"{WHO}: path '{path}' is not a local folder or .gguf file (llama.cpp reads local GGUF files; "
@@ -110,12 +110,12 @@ class LlamaCppBackend(Backend):
         self.engine: Any = None  # luopan_llamacpp.engine.Engine once loaded
 
     def identity(self) -> dict[str, Any]:
-        parts = paths.gguf_parts(self.resolved, self.gguf_file, who=WHO)
+        parts = models.gguf_parts(self.resolved, self.gguf_file, who=WHO)
         ident: dict[str, Any] = {
             "backend": "llamacpp",
             "path": self.path,
             "gguf_file": self.gguf_file,
-            "weights": paths.fingerprint(parts),
+            "weights": models.fingerprint(parts),
             "engine": f"llama-cpp-python {engine_version()}",
         }
         # options that change outputs, recorded only when set so that default identities stay short

@@ -31,9 +31,11 @@ from typing import Any
 
 import numpy as np
 
+from luopan import models
+from luopan.backend_errors import InputTooLongError, describe
 from luopan.deps import require
 from luopan.errors import ConfigError
-from luopan.tokenization import common_prefix_length, split_pair
+from luopan.tokenization import bos_rule, common_prefix_length, split_pair
 from luopan.types import (
     GenerationConfig,
     GenerationRequest,
@@ -41,8 +43,6 @@ from luopan.types import (
     LoglikelihoodRequest,
     LoglikelihoodResult,
 )
-from luopan_hf import paths
-from luopan_hf.errors import InputTooLongError, describe
 from luopan_llamacpp.backend import WHO
 
 log = logging.getLogger("luopan.llamacpp")
@@ -53,7 +53,7 @@ class Engine:
 
     def __init__(self, backend: Any) -> None:
         self.lib = require("llama_cpp", extra="llamacpp", component="backend 'llamacpp'")
-        gguf = paths.ensure_gguf(backend.resolved, backend.gguf_file, who=WHO)
+        gguf = models.ensure_gguf(backend.resolved, backend.gguf_file, who=WHO)
         self.backend = backend
         self.llm = self.lib.Llama(
             model_path=str(gguf),
@@ -106,10 +106,8 @@ class Engine:
         """Token ids of plain text: special tokens (BOS) by ``add_bos_token`` when set, else by the GGUF
         tokenizer's rule, except that a text already starting with the BOS string gets no second one. Special
         tokens written in the text are parsed, as transformers does."""
-        add = True if self.add_bos_token is None else self.add_bos_token
-        if self.bos_text and text.startswith(self.bos_text):
-            add = False
-        return list(self.llm.tokenize(text.encode("utf-8"), add_bos=add, special=True))
+        add = bos_rule(text, self.bos_text, self.add_bos_token)
+        return list(self.llm.tokenize(text.encode("utf-8"), add_bos=True if add is None else add, special=True))
 
     def encode_plain(self, text: str) -> list[int]:
         return list(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))

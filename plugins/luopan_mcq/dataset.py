@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from luopan.components import Dataset
 from luopan.data import files_fingerprint, find_data
 from luopan.errors import ConfigError
+from luopan.prompts import PromptTemplate, validate_template
 from luopan.types import Sample
 from luopan_mcq.layouts import (
     DEFAULT_LABELS,
@@ -33,7 +34,6 @@ from luopan_mcq.layouts import (
     read_header,
     read_questions,
 )
-from luopan_mcq.templates import PromptTemplate, validate_template
 
 TEMPLATE_NAMES = ("description", "question", "answer_prefix", "chat_prompt")
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from luopan.components import SummaryTable, UnitResult
+from luopan.files import atomic_write, safe_name
 
 log = logging.getLogger("luopan.needle")
 
@@ -194,10 +195,6 @@ def heatmap(grid: Grid, path: Path) -> None:
     plt.close(fig)
 
 
-def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
-
-
 def write_needle_reports(run: Any, results: Sequence[UnitResult]) -> list[Grid]:
     """The run_finish work: grids, PNGs, CSVs, and the grid tables added to the run's summaries."""
     from luopan_needle.dataset import NeedleDataset
@@ -220,14 +217,13 @@ def write_needle_reports(run: Any, results: Sequence[UnitResult]) -> list[Grid]:
         ds = datasets[dlabel]
         rows = [r for u in us for r in run.predictions(u)]
         for grid in grids_from_rows(model, dlabel, ds.describe(), rows, errors.get((model, dlabel))):
-            folder = out_root / _safe(model) / _safe(dlabel)
-            folder.mkdir(parents=True, exist_ok=True)
-            (folder / f"{_safe(grid.task)}.csv").write_text(cells_csv(grid), encoding="utf-8")
+            folder = out_root / safe_name(model) / safe_name(dlabel)
+            atomic_write(folder / f"{safe_name(grid.task)}.csv", cells_csv(grid))
             png: str | None = None
             if no_plot is None:
                 try:
-                    heatmap(grid, folder / f"{_safe(grid.task)}.png")
-                    png = str((folder / f"{_safe(grid.task)}.png").relative_to(run.out))
+                    heatmap(grid, folder / f"{safe_name(grid.task)}.png")
+                    png = str((folder / f"{safe_name(grid.task)}.png").relative_to(run.out))
                 except ImportError as exc:
                     no_plot = f"heatmaps not drawn ({exc}): pip install 'luopan[plots]'"
                     log.warning("needle: %s", no_plot)
@@ -237,15 +233,15 @@ def write_needle_reports(run: Any, results: Sequence[UnitResult]) -> list[Grid]:
     if no_plot:
         overview.notes.append(no_plot)
     tables.insert(0, overview)
-    (out_root / "summary.json").write_text(json.dumps(
+    atomic_write(out_root / "summary.json", json.dumps(
         [{"model": g.model, "dataset": g.dataset, "task": g.task, "kind": g.kind, "overall": g.overall,
           "cells_run": len(g.scores), "cells_skipped": g.n_skipped, "error": g.error,
           "cells": [{"length": n, "depth": d, "score": v if isinstance(v, float) else None,
                      "status": "ok" if isinstance(v, float) else v}
                     for n in g.lengths for d in g.depths for v in [g.value(n, d)]]} for g in grids],
-        ensure_ascii=False, indent=2), encoding="utf-8")
+        ensure_ascii=False, indent=2))
     from luopan.report import to_markdown
 
-    (out_root / "summary.md").write_text(to_markdown(tables), encoding="utf-8")
+    atomic_write(out_root / "summary.md", to_markdown(tables))
     run.add_tables(tables)
     return grids

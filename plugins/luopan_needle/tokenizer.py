@@ -2,7 +2,7 @@
 
 The dataset is built once per run, before any model is loaded, so it names its tokenizer itself: ``chars`` (one
 token per character, no model needed), a local folder, a hub id (offline: only if cached), or ``pkg:<package>``
-with an optional ``gguf_file`` (the hf backend's path rules, reused from :mod:`luopan_hf.paths`). A GGUF's
+with an optional ``gguf_file`` (the backends' path rules, from :mod:`luopan.models`). A GGUF's
 tokenizer is extracted once and kept in a cache folder (``$LUOPAN_NEEDLE_CACHE``, default
 ``~/.cache/luopan/needle``); the hf backend's own converted folder is used when it exists.
 """
@@ -20,11 +20,14 @@ from typing import Any
 
 import numpy as np
 
+from luopan import models
 from luopan.deps import require
 from luopan.errors import ConfigError
+from luopan.tokenization import hf_chat_prompt
 
 log = logging.getLogger("luopan.needle")
 
+WHO = "needle: tokenizer"
 _PLACEHOLDER = "luopan needle placeholder"
 _WINDOW_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length", "n_ctx")
 
@@ -94,8 +97,7 @@ class HFTokenizer(NeedleTokenizer):
         plain = self.count(_PLACEHOLDER)
         extra = len(self.tok.encode(_PLACEHOLDER)) - plain
         if getattr(self.tok, "chat_template", None):
-            rendered = self.tok.apply_chat_template([{"role": "user", "content": _PLACEHOLDER}], tokenize=False,
-                                                    add_generation_prompt=True)
+            rendered = hf_chat_prompt(self.tok, [{"role": "user", "content": _PLACEHOLDER}])
             extra = max(extra, len(self.tok.encode(rendered)) - plain)
         return max(0, extra)
 
@@ -151,13 +153,8 @@ def load_tokenizer(spec: str, gguf_file: str | None = None) -> NeedleTokenizer:
         if gguf_file:
             raise ConfigError("needle: gguf_file needs a tokenizer path, not 'chars'")
         return CharTokenizer()
-    from luopan_hf import paths
-
     transformers = require("transformers", extra="hf", component="needle tokenizer")
-    try:
-        resolved = paths.resolve(spec)
-    except ConfigError as exc:
-        raise ConfigError("needle: tokenizer " + str(exc).removeprefix("hf backend: ")) from None
+    resolved = models.resolve(spec, who=WHO)
     offline = resolved.local is not None or os.environ.get("HF_HUB_OFFLINE") == "1"
     kwargs: dict[str, Any] = {"local_files_only": True} if offline else {}
     if not gguf_file:
@@ -170,32 +167,22 @@ def load_tokenizer(spec: str, gguf_file: str | None = None) -> NeedleTokenizer:
         return HFTokenizer(tok, name=spec, window=window)
     if resolved.local is None:
         raise ConfigError(f"needle: tokenizer '{spec}' with gguf_file: give a local folder or pkg:<package>")
-    try:
-        parts = paths.gguf_parts(resolved, gguf_file)
-    except ConfigError as exc:
-        raise ConfigError("needle: tokenizer " + str(exc).removeprefix("hf backend: ")) from None
-    fp = paths.fingerprint(parts)
+    fp = models.fingerprint(models.gguf_parts(resolved, gguf_file, who=WHO))
     folder = _gguf_tokenizer_dir(transformers, resolved, gguf_file, fp, kwargs)
     tok = transformers.AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
     return HFTokenizer(tok, name=f"{spec}#{gguf_file}", window=window_from_config(folder, tok), fingerprint=fp)
 
 
 def _gguf_tokenizer_dir(transformers: Any, resolved: Any, gguf_file: str, fp: str, kwargs: dict[str, Any]) -> Path:
-    """A plain tokenizer folder for a GGUF: the hf backend's converted folder, else ours (made once)."""
-    try:
-        from luopan_hf.model import converted_dir
-
-        hf_dir = converted_dir(fp)
-        if (hf_dir / "luopan-gguf.json").is_file() and (hf_dir / "config.json").is_file():
-            return hf_dir
-    except ImportError:  # pragma: no cover - the hf plugin is part of luopan
-        pass
+    """A plain tokenizer folder for a GGUF: the converted folder the hf backend made (:func:`luopan.models.convert_gguf`),
+    else ours (made once)."""
+    converted = models.find_converted(fp)
+    if converted is not None and (converted / "config.json").is_file():
+        return converted
     target = cache_root() / f"tok-{fp[:24]}"
     if (target / "needle-tokenizer.json").is_file():
         return target
-    from luopan_hf import paths
-
-    gguf = paths.ensure_gguf(resolved, gguf_file)
+    gguf = models.ensure_gguf(resolved, gguf_file, who=WHO)
     log.info("needle: extracting the tokenizer of %s once (cached in %s)", gguf, target)
     tok = transformers.AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name, **kwargs)
     window = gguf_window(gguf)

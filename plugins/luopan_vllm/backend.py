@@ -26,12 +26,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from luopan import models
 from luopan.components import Backend
 from luopan.deps import require
 from luopan.errors import ConfigError
 from luopan.tokenization import hf_chat_prompt, hf_encode, hf_prefix_token_id, split_pair
 from luopan.types import GenerationRequest, GenerationResult, LoglikelihoodRequest, LoglikelihoodResult
-from luopan_hf import paths
 
 WHO = "vllm backend"
 GGUF_REFUSED = (
@@ -89,7 +89,7 @@ class VLLMBackend(Backend):
         if gguf_file is not None:
             raise ConfigError(f"{WHO}: {GGUF_REFUSED}")
         self.path = path
-        self.resolved = paths.resolve(path, who=WHO)
+        self.resolved = models.resolve(path, who=WHO)
         self.revision = revision
         self.trust_remote_code = trust_remote_code
         self.chat_template = chat_template
@@ -108,7 +108,7 @@ class VLLMBackend(Backend):
 
     def identity(self) -> dict[str, Any]:
         local = self.resolved.local
-        weights = paths.fingerprint(paths.weight_files(self.resolved, None, who=WHO)) if local is not None \
+        weights = models.fingerprint(models.weight_files(self.resolved, None, who=WHO)) if local is not None \
             else f"hub:{self.revision or 'main'}"
         ident: dict[str, Any] = {
             "backend": "vllm",

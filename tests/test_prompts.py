@@ -6,8 +6,8 @@ import jinja2
 import pytest
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from luopan.prompts import PromptTemplate, TemplateRenderError
 from luopan_mcq.layouts import LAYOUTS
-from luopan_mcq.templates import PromptTemplate, TemplateRenderError
 
 VARIABLES = {
     "question": "  Which one {is} {{not}} a %s fruit?\n",

@@ -1,6 +1,10 @@
-"""Errors of the hf backend."""
+"""Errors that backends raise about a request, shared so that every backend reports them the same way."""
+
+from __future__ import annotations
 
 from luopan.errors import LuopanError
+
+__all__ = ["InputTooLongError", "describe"]
 
 
 class InputTooLongError(LuopanError):

@@ -1,5 +1,9 @@
 """A fault-injecting, rate-limiting OpenAI-compatible HTTP proxy, for tests and benchmarks of API backends.
 
+Test and benchmark tooling, not part of any plugin: a standalone module (standard library and aiohttp only).
+Tests import it as ``faultproxy`` (pytest puts ``tools/`` on ``sys.path``); scripts add ``tools/`` to
+``sys.path`` themselves.
+
 It listens on 127.0.0.1 only and either forwards every ``/v1/...`` request to an upstream server
 (``upstream="http://127.0.0.1:8080"``; an upstream ending in ``/v1`` works too) or answers chat and text
 completions itself (``upstream=None``: the built-in *mock*, instant and deterministic: "The answer is B.", the
@@ -37,8 +41,8 @@ In-process, from synchronous code (the proxy runs its own event loop in a thread
 
 From the command line (the first stdout line is the URL)::
 
-    python -m luopan_openai.faultproxy --upstream http://127.0.0.1:8080 --port 0 --fault-rate 0.2 --rpm 60
-    python -m luopan_openai.faultproxy --mock --mock-latency 0.05 --faults 429,drop --fault-rate 0.1
+    python tools/faultproxy.py --upstream http://127.0.0.1:8080 --port 0 --fault-rate 0.2 --rpm 60
+    python tools/faultproxy.py --mock --mock-latency 0.05 --faults 429,drop --fault-rate 0.1
 
 Control endpoints (never rate-limited or faulted): ``GET /_proxy/stats``, ``POST /_proxy/reset``
 (resets the statistics), ``GET /_proxy/config`` and ``POST /_proxy/config`` with a JSON object of any of
@@ -74,7 +78,7 @@ from aiohttp import ClientError, ClientSession, ClientTimeout, web
 
 __all__ = ["FAULT_KINDS", "FaultProxy", "ProxyStats", "ProxyThread", "mock_answer", "main"]
 
-log = logging.getLogger("luopan_openai.faultproxy")
+log = logging.getLogger("faultproxy")
 
 FAULT_KINDS: tuple[str, ...] = ("429", "500", "stall", "malformed", "empty", "drop")
 
@@ -669,7 +673,7 @@ class ProxyThread:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m luopan_openai.faultproxy",
+        prog="python tools/faultproxy.py",
         description="Fault-injecting, rate-limiting OpenAI-compatible proxy on 127.0.0.1. "
                     "Prints its URL on the first stdout line.")
     src = p.add_mutually_exclusive_group(required=True)

@@ -1,11 +1,14 @@
 """Prompt templates: Jinja2 strings from a run file, rendered in a sandbox (a config never executes code).
 
+Every dataset loader that takes templates from a run file (``mcq_csv``, ``files``, ``code``, third-party ones)
+uses :class:`PromptTemplate`, and :func:`validate_template` in its pydantic params, so templates behave alike.
+
 A benchmark renders two templates per question (the base-model prompt and the chat prompt): 23,000 renders
 for CMMLU. ``jinja2.Template.render`` builds a fresh context on every call, about 20 µs on a 2-core machine,
 0.5 s for CMMLU, more than reading its CSVs. Most prompt templates are plain text around variables, so a
 template that is only text and ``{{ name }}``, ``{{ name[0] }}`` or ``{{ name.strip() }}`` is rendered by
 ``str.format_map`` (about 1 µs); any other template goes through Jinja. Both give the same text, which
-tests/test_mcq_templates.py checks.
+tests/test_prompts.py checks.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from jinja2 import StrictUndefined, TemplateError, meta, nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from luopan.errors import ConfigError
+
+__all__ = ["PromptTemplate", "TemplateRenderError", "validate_template"]
 
 # Immutable sandbox: no private attributes, and no changing lists or dicts (the variables are shared);
 # keep_trailing_newline: a description such as "...\n\n" must keep its final newline (lm-eval sets it too);
