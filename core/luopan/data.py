@@ -20,6 +20,8 @@ from typing import Any
 
 from luopan.errors import ConfigError
 
+__all__ = ["find_data", "files_fingerprint", "csv_records", "read_jsonl", "data_scope", "search_dirs"]
+
 _scope: ContextVar[tuple[Path, ...] | None] = ContextVar("luopan_data_dirs", default=None)
 
 

@@ -291,7 +291,10 @@ class Registry:
 
     def components_view(self) -> RegistryComponents:
         """This registry as :class:`luopan.components.Components` (what evaluators get in ``ctx.components``)."""
-        return RegistryComponents(self)
+        view = self.__dict__.get("_view")
+        if view is None:
+            view = self.__dict__["_view"] = RegistryComponents(self)
+        return view
 
     def which(self, name: str) -> list[str]:
         """Where ``name`` is defined: one line per definition (component or preset)."""
@@ -319,9 +322,17 @@ class RegistryComponents:
 
     def __init__(self, registry: Registry) -> None:
         self._registry = registry
+        self._evaluators: dict[tuple[str, str], Any] = {}
 
     def evaluator(self, name: str, params: dict[str, Any] | None = None) -> Any:
-        return self._registry.get("evaluator", name).build(params or {})
+        """The evaluator ``name`` with ``params``, built once per registry and options."""
+        import json
+
+        key = (name, json.dumps(params or {}, sort_keys=True, default=str))
+        ev = self._evaluators.get(key)
+        if ev is None:
+            ev = self._evaluators[key] = self._registry.get("evaluator", name).build(params or {})
+        return ev
 
     def backend(self, name: str, params: dict[str, Any] | None = None) -> Any:
         return self._registry.get("backend", name).build(params or {})

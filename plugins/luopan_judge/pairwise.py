@@ -156,8 +156,8 @@ class Pairwise(Evaluator):
                     rec: dict[str, Any] = {"question": s.id, "turn": turn, "model_a": me, "model_b": opp,
                                            "judge": judge, "outcome": None, "failed": None, "consistent": None}
                     if self.p.cascade and ref and len(ref) >= turn:
-                        ok_me = rule_correct(self.p.cascade, mine[i][turn - 1], ref[turn - 1])
-                        ok_opp = rule_correct(self.p.cascade, answers_opp[i][turn - 1], ref[turn - 1])
+                        ok_me = rule_correct(self.p.cascade, mine[i][turn - 1], ref[turn - 1], ctx)
+                        ok_opp = rule_correct(self.p.cascade, answers_opp[i][turn - 1], ref[turn - 1], ctx)
                         if ok_me is not None and ok_opp is not None and ok_me != ok_opp:
                             rec.update(outcome=1.0 if ok_me else 0.0, rule=self.p.cascade.rule,
                                        judge_calls_saved=len(orders))

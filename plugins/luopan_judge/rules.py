@@ -13,10 +13,12 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from luopan.components import EvalContext
+from luopan.errors import ConfigError
+
 _NUMBER = re.compile(r"(?<![A-Za-z0-9_.])-?\$?\s?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:\s*/\s*\d+)?")
 
 
-_built: dict[tuple[str, str], Any] = {}
 
 
 class RuleSpec(BaseModel):
@@ -43,21 +45,20 @@ def final_number(text: str) -> str | None:
     return str(int(d)) if d == d.to_integral_value() else format(d.normalize(), "f")
 
 
-def rule_correct(spec: RuleSpec, answer: str, reference: str) -> bool | None:
-    """Whether ``answer`` matches ``reference`` by the rule; ``None`` when the rule cannot tell."""
+def rule_correct(spec: RuleSpec, answer: str, reference: str, ctx: EvalContext | None = None) -> bool | None:
+    """Whether ``answer`` matches ``reference`` by the rule; ``None`` when the rule cannot tell. A rule that is
+    a registered evaluator is built from the run's own components (``ctx.components``)."""
     if spec.rule == "final_number":
         gold = final_number(reference)
         if gold is None:
             return None
         return final_number(answer) == gold
-    from luopan.components import EvalContext
-    from luopan.plugins import get_registry
+    if ctx is None or ctx.components is None:
+        raise ConfigError(f"cascade rule '{spec.rule}': an evaluator rule needs the run's components")
     from luopan.types import GenerationResult, Sample
 
-    key = (spec.rule, spec.model_dump_json())
-    evaluator = _built.get(key)
-    if evaluator is None:
-        evaluator = _built[key] = get_registry().get("evaluator", spec.rule).build(spec.params)
+    evaluator = ctx.components.evaluator(spec.rule, spec.params)  # built once per run and options
     s = Sample("rule", "rule", "", reference)
-    scored = evaluator.score([s], [GenerationResult(answer)], EvalContext("generate", "", ""))
+    scored = evaluator.score([s], [GenerationResult(answer)], EvalContext("generate", "", "",
+                                                                          components=ctx.components))
     return scored[0].score == 1.0

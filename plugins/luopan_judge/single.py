@@ -129,9 +129,9 @@ class Cascade(Evaluator):
                 gold = final_number(ref[-1]) if ref else None
                 out.append(None if gold is None else float(final_number(t) == gold))
             return out
-        from luopan.plugins import get_registry
-
-        evaluator = get_registry().get("evaluator", self.p.rule).build(self.p.rule_params)
+        if ctx.components is None:
+            raise ConfigError(f"cascade rule '{self.p.rule}': an evaluator rule needs the run's components")
+        evaluator = ctx.components.evaluator(self.p.rule, self.p.rule_params)
         scored = evaluator.score(samples, [GenerationResult(t) for t in texts], ctx)
         return [sc.score for sc in scored]
 

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from luopan.components import Backend, EvalContext, Evaluator
+from luopan.components import Backend, Components, EvalContext, Evaluator
 from luopan.errors import ConfigError
 from luopan.types import GenerationConfig, GenerationRequest, Sample, ScoredSample
 from luopan_needle.text import contains_key
@@ -63,18 +63,16 @@ def groups_found(output: str, answers: Sequence[Sequence[str]], *, fold_chinese:
     return [any(contains_key(output, k, fold_chinese=fold_chinese) for k in group) for group in answers]
 
 
-def build_judge(spec: JudgeSpec) -> Backend:
-    from luopan.plugins import get_registry
-
-    reg = get_registry()
+def build_judge(spec: JudgeSpec, components: Components) -> Backend:
+    """The needle judge's backend, built from the run's own components (a model preset and/or a backend)."""
     backend, params = spec.backend, dict(spec.params)
     if spec.preset:
-        fields = reg.preset("model", spec.preset).fields
+        fields = components.preset("model", spec.preset)
         backend = backend or fields.get("backend")
         params = {**(fields.get("params") or {}), **params}
     if not backend:
         raise ConfigError(f"needle_match: judge preset '{spec.preset}' names no backend")
-    b = reg.get("backend", backend).build(params)
+    b = components.backend(backend, params)
     b.kind = "chat"
     return b
 
@@ -93,7 +91,7 @@ class NeedleMatch(Evaluator):
         if ctx.mode != "generate":
             raise ConfigError("needle_match scores generated answers: set 'mode: generate' for this dataset")
         texts = [o.text for o in outputs]
-        verdicts = self._judge_all(samples, texts) if (self.judge_spec or self._judge) else None
+        verdicts = self._judge_all(samples, texts, ctx) if (self.judge_spec or self._judge) else None
         scored = []
         for i, (s, text) in enumerate(zip(samples, texts)):
             answers = s.target if isinstance(s.target, list) else [[str(s.target)]]
@@ -115,10 +113,12 @@ class NeedleMatch(Evaluator):
             scored.append(ScoredSample(s.id, s.subset, score, text.strip()[:200], extra))
         return scored
 
-    def _judge_all(self, samples: Sequence[Sample], texts: Sequence[str]) -> list[float]:
+    def _judge_all(self, samples: Sequence[Sample], texts: Sequence[str], ctx: EvalContext) -> list[float]:
         if self._judge is None:
             assert self.judge_spec is not None
-            self._judge = build_judge(self.judge_spec)
+            if ctx.components is None:
+                raise ConfigError("needle_match: a judge needs the run's components")
+            self._judge = build_judge(self.judge_spec, ctx.components)
             self._judge.load()
         max_new = self.judge_spec.max_new_tokens if self.judge_spec else 8
         reqs, ks = [], []

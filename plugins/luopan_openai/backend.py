@@ -25,7 +25,7 @@ import structlog
 from luopan.components import Backend
 from luopan.deps import require
 from luopan.errors import ConfigError
-from luopan.runlog import add_secret
+from luopan.secrets import add_secret
 from luopan.types import (
     FailedResult,
     GenerationRequest,
