@@ -273,6 +273,13 @@ def test_smollm2_on_two_cmmlu_subjects_few_shot(tmp_path):
     preds = (tmp_path / "out" / "t" / "predictions" / "smollm2-135m-instruct" / "cmmlu.jsonl").read_text()
     rows = [json.loads(line) for line in preds.splitlines()]
     assert len(rows) == 6 and all(len(r["logprobs"]) == 4 for r in rows)
+    # what can move a score without changing the cache key is recorded beside it
+    prov = json.loads((tmp_path / "out" / "t" / "results" / "smollm2-135m-instruct" / "cmmlu.json").read_text())[
+        "provenance"]
+    assert prov["backend_options"]["batch_size"] == prov["runtime"]["batch_size"]
+    assert prov["runtime"]["device"] == "cpu" and prov["runtime"]["dtype"] == "float32"
+    assert prov["runtime"]["torch"] and prov["runtime"]["transformers"]
+    assert "batch_size" not in prov["backend"]  # ...and it is not part of the identity (the cache key)
 
 
 def test_gemma3_on_two_mmlu_subjects(tmp_path):

@@ -92,6 +92,22 @@ class HFBackend(Backend):
             ident["max_length"] = self.max_length
         return ident
 
+    def runtime(self) -> dict[str, Any]:
+        """Outside the cache key, recorded in provenance: library versions and what loading resolved."""
+        from importlib import metadata
+
+        out: dict[str, Any] = {}
+        for lib in ("torch", "transformers"):
+            try:
+                out[lib] = metadata.version(lib)
+            except metadata.PackageNotFoundError:
+                pass
+        lm = self.lm
+        if lm is not None:
+            out.update(device=str(lm.device), dtype=str(lm.dtype).removeprefix("torch."), batch_size=lm.batch_size,
+                       max_length=lm.max_length, attention=lm.attn_impl, compile=lm.compile)
+        return out
+
     # ------------------------------------------------------------ life cycle
     def load(self) -> None:
         if self.lm is not None:

@@ -133,6 +133,12 @@ class LlamaCppBackend(Backend):
             ident["seed"] = self.seed
         return ident
 
+    def runtime(self) -> dict[str, Any]:
+        """Outside the cache key, recorded in provenance: threads and batch sizes round llama.cpp's CPU kernels
+        differently (docs/configuration.md)."""
+        return {"engine": f"llama-cpp-python {engine_version()}", "n_threads": self.n_threads, "n_batch": self.n_batch,
+                "n_ctx": self.n_ctx, "reuse_prefix": self.reuse_prefix, "flash_attn": self.flash_attn}
+
     def load(self) -> None:
         if self.engine is None:
             from luopan_llamacpp.engine import Engine
