@@ -2,7 +2,7 @@
 
 Default prompts are lm-evaluation-harness's, byte for byte, so accuracies can be compared with it:
 
-* CMMLU: the task files of ``../shared/peers/lmeval_cmmlu_tasks.py`` (``target_delimiter: ""``);
+* CMMLU: the task files ``benchmarks/_common.py`` writes for lm-eval (``target_delimiter: ""``);
 * C-Eval: lm-eval's ``ceval-valid`` (``lm_eval/tasks/ceval/_default_ceval_yaml`` and its
   ``_generate_configs.py``), whose choices follow the default target delimiter, a space;
 * MMLU: lm-eval's ``mmlu`` (``lm_eval/tasks/mmlu/default/_default_template_yaml``).
