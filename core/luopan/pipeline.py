@@ -27,7 +27,7 @@ from luopan.files import atomic_write, ensure_dir
 from luopan.planning import format_estimate, print_plan  # noqa: F401 - the CLI's and scripts' names
 from luopan.plugins import Registry
 from luopan.progress import Progress
-from luopan.runlog import configure_run_log, redact_text
+from luopan.runlog import close_run_log, configure_run_log, redact_text
 from luopan.scoring import merge_shards
 from luopan.units import Unit, UnitSpec
 
@@ -118,7 +118,13 @@ class Run:
             self.plan()
         ctx = self.ctx
         ensure_dir(self.out, "output folder")
-        configure_run_log(self.out / "run.log")
+        previous_log = configure_run_log(self.out / "run.log")
+        try:
+            return self._execute_logged(ctx)
+        finally:
+            close_run_log(previous_log)
+
+    def _execute_logged(self, ctx: RunContext) -> list[UnitResult]:
         self.started_at = now_iso()
         atomic_write(self.out / "config.yaml", redact_text(_dump_yaml(self.config.to_dict())))
         log.info("run_start", run_id=self.run_id, units=len(self.units), source=self.config.source)

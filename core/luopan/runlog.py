@@ -22,8 +22,10 @@ def redact(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
     return event
 
 
-def configure_run_log(path: Path) -> None:
-    """Send luopan's structured log to ``path`` (JSON lines, appended)."""
+def configure_run_log(path: Path) -> Any:
+    """Send luopan's structured log to ``path`` (JSON lines, appended) until :func:`close_run_log` is called with
+    what this returns (the logging set-up before it, restored then: a run leaves no logging state behind)."""
+    previous = structlog.get_config()
     for fh in _open_files:
         fh.close()
     _open_files.clear()
@@ -42,3 +44,12 @@ def configure_run_log(path: Path) -> None:
         logger_factory=structlog.WriteLoggerFactory(file=fh),
         cache_logger_on_first_use=False,
     )
+    return previous
+
+
+def close_run_log(previous: Any) -> None:
+    """Close the run's log file and restore the logging set-up :func:`configure_run_log` found."""
+    for fh in _open_files:
+        fh.close()
+    _open_files.clear()
+    structlog.configure(**previous)
