@@ -18,6 +18,8 @@ __version__ = "0.1.0"
 
 #: public name -> the kernel module that defines it
 _HOME: dict[str, str] = {
+    # the Python API
+    "evaluate": "api", "load_results": "api", "Results": "api", "Score": "api",
     # hooks and the plugin contract
     "hookimpl": "hookspecs", "Register": "hookspecs", "RegisterPreset": "hookspecs", "RunView": "hookspecs",
     # components plugins implement, and what they receive and return
@@ -48,6 +50,7 @@ PUBLIC_MODULES = ("models", "tokenization", "prompts", "data", "backend_errors")
 __all__ = ["__version__", "PUBLIC_MODULES", *_HOME]
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time names load on first use
+    from luopan.api import Results, Score, evaluate, load_results
     from luopan.backend_errors import InputTooLongError
     from luopan.components import (
         Backend,
