@@ -20,13 +20,35 @@ def _parser() -> Any:
     p = argparse.ArgumentParser(prog="luopan", description="luopan (罗盘): evaluate large language models.")
     p.add_argument("--version", action="version", version=f"luopan {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
-    r = sub.add_parser("run", help="run an evaluation from a YAML file or a run preset (e.g. quickstart)")
-    r.add_argument("file", help="run file (YAML) or run preset name")
+    r = sub.add_parser(
+        "run", help="run an evaluation: a YAML file, a run preset (e.g. quickstart), or --model/--dataset",
+        description="Run an evaluation from a run file, a run preset, or the one-line form "
+                    "(luopan run --model smollm2-135m-instruct --dataset cmmlu --limit-per-subset 1). "
+                    "Answers are cached by content: rerunning the same command resumes (nothing to pass for it).")
+    r.add_argument("file", nargs="?", help="run file (YAML) or run preset name; omit it with --model/--dataset")
     r.add_argument("--dry-run", action="store_true", help="print the plan (units, requests, cached), run nothing")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     r.add_argument("--output-dir", help="override run.output_dir")
     r.add_argument("--name", help="override run.name (the output sub-folder)")
     r.add_argument("--backend", help="run every model with this backend (its preset's identity kept)")
+    one = r.add_argument_group("one-line runs (no run file)")
+    one.add_argument("--model", action="append", default=[], metavar="MODEL",
+                     help="a model preset, hf:PATH, llamacpp:FILE.gguf or openai:MODEL; repeat or comma-separate")
+    one.add_argument("--dataset", action="append", default=[], metavar="DATASET",
+                     help="dataset presets, comma-separated; OpenCompass names such as cmmlu_gen / mmlu_ppl pick "
+                          "the mode")
+    one.add_argument("--kind", choices=("base", "chat"), help="the models' kind (base: likelihood, chat: generate)")
+    one.add_argument("--limit", type=int, help="questions per dataset")
+    one.add_argument("--limit-per-subset", type=int, help="questions per subset (e.g. 1 per CMMLU subject)")
+    one.add_argument("--shots", type=int, help="few-shot examples")
+    one.add_argument("--mode", choices=("auto", "likelihood", "generate"), help="likelihood or generation")
+    one.add_argument("--base-url", help="for openai:MODEL: the service's OpenAI-compatible base URL")
+    one.add_argument("--api-key-env", help="for openai:MODEL: the environment variable holding the key")
+    one.add_argument("--rpm", type=float, help="for openai:MODEL: requests per minute")
+    one.add_argument("--print-config", action="store_true",
+                     help="print the equivalent run file (YAML) and exit: the step from a one-liner to a file")
+    r.add_argument("-r", "--reuse", action="store_true",
+                   help="accepted for OpenCompass users: reuse is automatic (answers are cached by content)")
     v = sub.add_parser("validate", help="check a run file without running it")
     v.add_argument("file")
     v.add_argument("--backend", help="check the run as --backend would run it")
@@ -110,7 +132,25 @@ def _dispatch(args: Any) -> int:
 
     from luopan.config import load_run
 
-    cfg = load_run(args.file, reg, backend=args.backend)
+    if args.command == "run" and (args.model or args.dataset or args.print_config):
+        cfg = _one_line(args, reg)
+        if cfg is None:
+            return 0
+    elif args.command == "run" and not args.file:
+        from luopan.errors import ConfigError
+
+        raise ConfigError("run: give a run file, a run preset, or --model MODEL --dataset DATASET "
+                          "(luopan run --help)")
+    else:
+        from pathlib import Path
+
+        if not Path(args.file).exists() and args.file not in reg.presets["run"]:
+            hint = _not_a_run(args.file, reg)
+            if hint:
+                from luopan.errors import ConfigError
+
+                raise ConfigError(hint)
+        cfg = load_run(args.file, reg, backend=args.backend)
     if args.command == "validate":
         print(f"{args.file}: ok ({len(cfg.models)} model(s) x {len(cfg.datasets)} dataset(s))")
         return 0
@@ -151,6 +191,70 @@ def _dispatch(args: Any) -> int:
               file=sys.stderr)
         return 1
     return 0
+
+
+def _one_line(args: Any, reg: Any) -> Any:
+    """The run the one-line options describe, validated like a run file; None after --print-config."""
+    import yaml
+
+    from luopan.api import dataset_entry, model_entry
+    from luopan.config import resolve
+    from luopan.errors import ConfigError
+    from luopan.yamlpos import load_located
+
+    if args.file:
+        raise ConfigError(f"run: give either a run file ({args.file}) or --model/--dataset, not both")
+    models = [m.strip() for arg in args.model for m in arg.split(",") if m.strip()]
+    datasets = [d.strip() for arg in args.dataset for d in arg.split(",") if d.strip()]
+    if not models or not datasets:
+        raise ConfigError("run: a one-line run needs --model and --dataset (e.g. luopan run --model "
+                          "smollm2-135m-instruct --dataset cmmlu --limit-per-subset 1)")
+    model_entries = []
+    for m in models:
+        e = model_entry(m)
+        if args.kind:
+            e["kind"] = args.kind
+        if e.get("backend") == "openai" or args.base_url or args.api_key_env or args.rpm:
+            params = e.setdefault("params", {})
+            for key, value in (("base_url", args.base_url), ("api_key_env", args.api_key_env), ("rpm", args.rpm)):
+                if value is not None:
+                    params[key] = value
+        model_entries.append(e)
+    dataset_entries = []
+    for d in datasets:
+        e = dataset_entry(d, reg.presets["dataset"])
+        for key, value in (("limit", args.limit), ("limit_per_subset", args.limit_per_subset), ("shots", args.shots),
+                           ("mode", args.mode)):
+            if value is not None:
+                e[key] = value
+        dataset_entries.append(e)
+    run: dict[str, Any] = {}
+    if args.name:
+        run["name"] = args.name
+    if args.output_dir:
+        run["output_dir"] = args.output_dir
+    doc: dict[str, Any] = ({"run": run} if run else {}) | {"models": model_entries, "datasets": dataset_entries}
+    text = yaml.safe_dump(doc, allow_unicode=True, sort_keys=False)
+    from pathlib import Path
+
+    cfg = resolve(load_located(text, "command line"), reg, base_dir=Path.cwd(), backend=args.backend)
+    if args.print_config:
+        print(text, end="")
+        return None
+    return cfg
+
+
+def _not_a_run(name: str, reg: Any) -> str | None:
+    """What ``name`` is when it is not a run file or run preset (``luopan run cmmlu``), with the command that
+    would run it."""
+    for kind, flag in (("dataset", "--dataset"), ("model", "--model")):
+        preset = reg.presets[kind].get(name)
+        if preset is not None:
+            desc = preset.fields.get("description", "")
+            other = "--model smollm2-135m-instruct" if kind == "dataset" else "--dataset demo_mcq"
+            return (f"'{name}' is a {kind} preset" + (f" ({desc})" if desc else "") + f", not a run file; to run it: "
+                    f"luopan run {other} {flag} {name}" + (" --limit-per-subset 1" if kind == "dataset" else ""))
+    return None
 
 
 def _plugins(reg) -> int:  # type: ignore[no-untyped-def]
