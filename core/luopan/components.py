@@ -54,6 +54,9 @@ class Backend(Component):
     chunk_size: int = 256
     #: price per million tokens (``{"prompt": 0.5, "completion": 1.5, "currency": "USD"}``) for the cost line
     price: dict[str, Any] | None = None
+    #: the kernel sets this before requests are sent: ``status("retrying 2 requests: connection refused to
+    #: HOST, next try in 12 s")`` shows what the backend is doing on the console as it happens ("" clears it)
+    status: Callable[[str], None] = staticmethod(lambda message: None)
 
     @abstractmethod
     def identity(self) -> dict[str, Any]:

@@ -15,6 +15,9 @@ class Progress:
         self._p: Any = None
         self._tokens: dict[int, int] = {}
         self._next = 0
+        self._status_task: int | None = None
+        self._last_status = ""
+        self._last_status_at = 0.0
         if self.enabled:
             from rich.console import Console
             from rich.progress import (
@@ -67,6 +70,27 @@ class Progress:
         rate = f"{speed * 60:.0f} req/min" if speed else ""
         tokens = f"{self._tokens[task]} tok" if self._tokens[task] else ""
         self._p.update(task, advance=n, rate=rate, tokens=tokens)
+
+    def status(self, message: str) -> None:
+        """A backend's word on what it is doing now (retries, connection failures), shown as it happens: a line
+        under the bars, or, without bars, on stderr (each distinct message at most every 5 seconds). An empty
+        message clears the line."""
+        import time
+
+        if self._p is not None:
+            if self._status_task is None:
+                if not message:
+                    return
+                self._status_task = self._p.add_task("", total=None, rate="", tokens="")
+            self._p.update(self._status_task, description=f"[yellow]{message}" if message else "")
+            return
+        if not message:
+            return
+        now = time.monotonic()
+        if message == self._last_status and now - self._last_status_at < 5.0:
+            return
+        self._last_status, self._last_status_at = message, now
+        print(f"luopan: {message}", file=sys.stderr, flush=True)
 
     def finish(self, task: int) -> None:
         if self._p is None:

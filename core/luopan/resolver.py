@@ -54,8 +54,10 @@ class ModelPool:
             ident = self._identity[model.label] = canonical_json(self.backend(model).identity())
         return ident
 
-    def loaded(self, model: ResolvedModel) -> Backend:
+    def loaded(self, model: ResolvedModel, status: Any = None) -> Backend:
         b = self.backend(model)
+        if status is not None:
+            b.status = status
         if model.label not in self._loaded:
             b.load()
             self._loaded.add(model.label)
@@ -101,7 +103,9 @@ class RequestResolver:
             return out, errors
         task = self.progress.add(title or unit_id, total=len(keys), completed=len(keys) - len(missing))
         if missing:
-            errors = self._answer(self.models.loaded(model), mode, requests, keys, missing, out, task, unit_id)
+            errors = self._answer(self.models.loaded(model, self.progress.status), mode, requests, keys, missing,
+                                  out, task, unit_id)
+            self.progress.status("")
         self.progress.finish(task)
         return out, errors
 
