@@ -1,7 +1,8 @@
 """Code generation benchmarks: the ``code`` dataset loader (HumanEval, MBPP with their standard prompts) and
-the ``code_pass`` evaluator, which runs each answer against its tests in a sandbox (a separate process per
-program with a timeout, memory, process and file limits, no network and a throwaway, the only writable,
-folder) and reports pass@1 and the unbiased pass@k.
+the ``code_pass`` evaluator, which runs each answer against its tests in a sandbox (the answer in a process
+of its own with a timeout, memory, process, file and disk limits, no network and a throwaway tmpfs, the only
+writable folder; the tests in another process that judges what the answer's functions return) and reports
+pass@1 and the unbiased pass@k.
 
 This module only registers; the code lives in :mod:`luopan_code.dataset`, :mod:`luopan_code.evaluator`,
 :mod:`luopan_code.sandbox`, :mod:`luopan_code.programs` and :mod:`luopan_code.passk`. See docs/code.md.

@@ -11,6 +11,11 @@ answer was read (``how``), the sandbox's verdict (``status``: passed, failed, ti
 
 What a sample needs: ``meta["tests"]`` (default: ``target``), and for completion-style benchmarks
 ``meta["code_prompt"]`` and ``meta["entry_point"]`` (see :mod:`luopan_code.programs`).
+
+The solution and the tests run in separate processes (:mod:`luopan_code.sandbox`): the tests, with
+HumanEval's prompt (its imports and helper functions: dataset code) run first, call the solution's entry
+point, or for MBPP the functions and classes the reference solution defines (``meta["reference"]``), in the
+solution's process and judge what comes back as plain data in their own.
 """
 
 from __future__ import annotations
@@ -25,8 +30,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from luopan.components import EvalContext, Evaluator
 from luopan.types import Sample, ScoredSample
 from luopan_code.passk import pass_at_k
-from luopan_code.programs import program, solution
-from luopan_code.sandbox import ExecResult, Limits, Sandbox
+from luopan_code.programs import solution
+from luopan_code.sandbox import ExecResult, Job, Limits, Sandbox, defined_names
 
 log = structlog.get_logger("luopan")
 
@@ -39,6 +44,8 @@ class CodePassParams(BaseModel):
     memory_mb: int = Field(default=512, ge=64, description="address space per program (RLIMIT_AS)")
     processes: int = Field(default=16, ge=1, description="processes and threads per program (RLIMIT_NPROC)")
     file_mb: int = Field(default=16, ge=1, description="largest file a program may write (RLIMIT_FSIZE)")
+    disk_mb: int = Field(default=64, ge=1, le=65536,
+                         description="the work folder's size per program (a private tmpfs with namespaces)")
     workers: int = Field(default=2, ge=1, le=64, description="programs run at once")
     isolation: Literal["auto", "namespaces", "process"] = Field(
         default="auto",
@@ -60,25 +67,34 @@ class CodePass(Evaluator):
 
     def __init__(self, k: Sequence[int] = (1,), timeout: float = 10.0, memory_mb: int = 512,
                  processes: int = 16, file_mb: int = 16, workers: int = 2,
-                 isolation: Literal["auto", "namespaces", "process"] = "auto") -> None:
+                 isolation: Literal["auto", "namespaces", "process"] = "auto", disk_mb: int = 64) -> None:
         self.ks = sorted(set(k))
         self.workers = workers
         self.sandbox = Sandbox(Limits(timeout=timeout, memory_mb=memory_mb, processes=processes,
-                                      file_mb=file_mb), isolation=isolation)
+                                      file_mb=file_mb, disk_mb=disk_mb), isolation=isolation)
 
-    def programs(self, samples: Sequence[Sample], texts: Sequence[str]) -> list[tuple[str, str, str]]:
-        """``(program, how, solution)`` for each answer; the program is "" when the answer holds no code."""
-        out = []
+    def programs(self, samples: Sequence[Sample], texts: Sequence[str]) -> list[tuple[Job | None, str, str]]:
+        """``(job, how, solution)`` for each answer; the job is None when the answer holds no code."""
+        out: list[tuple[Job | None, str, str]] = []
+        exposed: dict[str, tuple[str, ...]] = {}
         for s, text in zip(samples, texts):
             meta = s.meta or {}
-            code, how = solution(text, code_prompt=meta.get("code_prompt", ""), entry_point=meta.get("entry_point"),
-                                 stops=tuple(meta.get("stops", ())))
-            answer = code[len(meta.get("code_prompt", "")):] if how == "completion" else code
+            prompt, entry = meta.get("code_prompt", "") or "", meta.get("entry_point")
+            code, how = solution(text, code_prompt=prompt, entry_point=entry, stops=tuple(meta.get("stops", ())))
+            answer = code[len(prompt):] if how == "completion" else code
             if not answer.strip():
-                out.append(("", "empty", ""))
+                out.append((None, "empty", ""))
                 continue
             tests = meta.get("tests", s.target)
-            out.append((program(code, tests if isinstance(tests, str) else "\n".join(tests)), how, code))
+            tests = tests if isinstance(tests, str) else "\n".join(tests)
+            if entry:  # HumanEval: the prompt (trusted) runs with the tests, the entry point is the solution's
+                job = Job(code, tests, prelude=prompt, expose=(entry,))
+            else:  # MBPP: what the reference solution defines is what the tests call
+                reference = meta.get("reference") or ""
+                if reference not in exposed:
+                    exposed[reference] = defined_names(reference)
+                job = Job(code, tests, expose=exposed[reference])
+            out.append((job, how, code))
         return out
 
     def score(self, samples: Sequence[Sample], outputs: Sequence[Any], ctx: EvalContext) -> list[ScoredSample]:
@@ -88,11 +104,11 @@ class CodePass(Evaluator):
             raise ValueError(f"code_pass: {len(outputs)} outputs for {len(samples)} samples")
         texts = [o.text for o in outputs]
         built = self.programs(samples, texts)
-        to_run = [i for i, b in enumerate(built) if b[0]]
+        to_run = [i for i, b in enumerate(built) if b[0] is not None]
+        jobs = [b[0] for b in built if b[0] is not None]
         results: dict[int, ExecResult] = {}
         if to_run:
-            ran = self.sandbox.run_many([built[i][0] for i in to_run], workers=self.workers)
-            results = dict(zip(to_run, ran))
+            results = dict(zip(to_run, self.sandbox.run_many(jobs, workers=self.workers)))
         passed = [results[i].passed if i in results else False for i in range(len(samples))]
         # pool the samples of each problem for pass@k
         groups: dict[str, list[int]] = defaultdict(list)
