@@ -11,9 +11,7 @@ nothing to interrupt). The kernel imports no model library.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
-
+TYPE_CHECKING = False  # typing is not imported at start-up: nothing here may be slow to interrupt
 __version__ = "0.1.0"
 
 #: public name -> the kernel module that defines it
@@ -50,6 +48,8 @@ PUBLIC_MODULES = ("models", "tokenization", "prompts", "data", "backend_errors")
 __all__ = ["__version__", "PUBLIC_MODULES", *_HOME]
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time names load on first use
+    from typing import Any
+
     from luopan.api import Results, Score, evaluate, load_results
     from luopan.backend_errors import InputTooLongError
     from luopan.components import (
@@ -90,7 +90,9 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time names load on first
     from luopan.units import Unit, UnitSpec
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> Any:  # noqa: F821 - Any is for type checkers only
+    import importlib
+
     home = _HOME.get(name)
     if home is not None:
         value = getattr(importlib.import_module(f"luopan.{home}"), name)

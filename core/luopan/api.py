@@ -149,6 +149,10 @@ def evaluate(models: Sequence[str | Mapping[str, Any]], datasets: Sequence[str |
     loc = load_located(yaml.safe_dump(doc, allow_unicode=True, sort_keys=False), "luopan.evaluate()")
     base = Path(base_dir) if base_dir is not None else Path.cwd()
     config = resolve(loc, reg, base_dir=base.resolve(), backend=backend)
+    from luopan.pipeline import data_dirs
+    from luopan.preflight import check_run
+
+    check_run(config, reg, data_dirs(config))
     run = Run(config, reg, progress=progress)
     units = run.execute()
     from luopan.scoring import merge_shards

@@ -6,8 +6,11 @@ Plugins load when a command needs them, never at import, so a broken plugin cann
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
-from typing import Any
+
+TYPE_CHECKING = False  # no typing import at start-up: a Ctrl-C there would be outside main's handler
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any
 
 LIST_KINDS = ("backends", "datasets", "evaluators", "summarizers", "runners", "presets")
 
@@ -91,12 +94,17 @@ def _unraisable(info: Any) -> None:
 def _main(argv: Sequence[str] | None) -> int:
     import sqlite3
 
-    from luopan.errors import LuopanError
+    from luopan.errors import ConfigErrors, LuopanError
     from luopan.files import describe_os_error
 
     args = _parser().parse_args(argv)
     try:
         return _dispatch(args)
+    except ConfigErrors as exc:
+        for problem in exc.problems:
+            print(f"error: {problem}", file=sys.stderr)
+        print(f"{len(exc.problems)} problems; nothing was run", file=sys.stderr)
+        return exc.exit_code
     except LuopanError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -151,6 +159,10 @@ def _dispatch(args: Any) -> int:
 
                 raise ConfigError(hint)
         cfg = load_run(args.file, reg, backend=args.backend)
+    from luopan.pipeline import data_dirs
+    from luopan.preflight import check_run
+
+    check_run(cfg, reg, data_dirs(cfg))  # packages, keys, data and model files, devices: every problem at once
     if args.command == "validate":
         print(f"{args.file}: ok ({len(cfg.models)} model(s) x {len(cfg.datasets)} dataset(s))")
         return 0
@@ -258,16 +270,24 @@ def _not_a_run(name: str, reg: Any) -> str | None:
 
 
 def _plugins(reg) -> int:  # type: ignore[no-untyped-def]
+    from luopan.preflight import environment_problems
+
     reg.resolve_all()  # components registered by "module:attr" are imported here, so a broken one shows
+    unusable = environment_problems(reg)
     rows = []
     for p in sorted(reg.plugins, key=lambda p: p.name):
         provides = ", ".join(f"{k}:{n}" for k, n in p.components) or "-"
         status = "ok" if p.ok else f"FAILED: {p.error}"
+        if p.ok and unusable.get(p.name):
+            status = "cannot work here"
         rows.append((p.name, f"{p.distribution} {p.version}".strip(), status, provides))
     w = [max(len(r[i]) for r in rows + [("plugin", "distribution", "status", "")]) for i in range(3)]
     print(f"{'plugin':<{w[0]}}  {'distribution':<{w[1]}}  {'status':<{w[2]}}  provides")
     for r in rows:
         print(f"{r[0]:<{w[0]}}  {r[1]:<{w[1]}}  {r[2]:<{w[2]}}  {r[3]}")
+    for p in sorted(reg.plugins, key=lambda p: p.name):  # why a plugin cannot work here, in full
+        for problem in unusable.get(p.name, []) if p.ok else []:
+            print(f"  {p.name}: {problem}")
     for _, msg in reg.conflicts.values():
         print(f"CONFLICT: {msg}")
     return 0

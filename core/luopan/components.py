@@ -37,6 +37,21 @@ class Component(ABC):  # noqa: B024 - a base for the classmethod; the kinds belo
             return cls()
         return cls(**params.model_dump())
 
+    @classmethod
+    def environment(cls) -> list[str]:
+        """Why this component cannot work in this environment at all (a missing package, no GPU for a GPU-only
+        engine), one line each with the fix; empty when it can. Cheap: finds packages without importing them.
+        ``luopan plugins`` lists these, and :meth:`preflight` includes them."""
+        return []
+
+    @classmethod
+    def preflight(cls, params: Any) -> list[str]:
+        """Everything that would stop this component with these options, found before anything loads: the
+        environment's problems plus missing keys, data files, model files, unusable devices. One line each,
+        saying what to do. ``luopan validate`` and the start of ``luopan run`` report every problem of every
+        entry at once. The default is :meth:`environment`."""
+        return cls.environment()
+
 
 class Backend(Component):
     """A model behind a uniform interface.

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from luopan.errors import ConfigError, LuopanError
+from luopan.errors import ConfigError, ConfigErrors, LuopanError
 from luopan.files import MAX_NAME_BYTES, name_problem, safe_name
 from luopan.plugins import Registry, nearest
 from luopan.types import GenerationConfig, ModelKind
@@ -377,6 +377,36 @@ def _owners(reg: Registry, key: str) -> list[str]:
     return out
 
 
+def _resolve_model(reg: Registry, loc: Located, i: int, raw: Any, backend: str | None) -> ResolvedModel:
+    blocks: dict[str, dict[str, Any]] = {}
+    m: ModelSpec = _resolve_entry(reg, loc, "model", i, raw, ModelSpec, blocks)
+    path = ("models", i)
+    swap = backend if m.role != "judge" else None  # a judge keeps its own backend
+    chosen = swap or m.backend
+    if not chosen:
+        raise ConfigError(f"{loc.where(path)}: models[{i}]: no 'backend' (and no preset that sets one)")
+    params = _backend_params(reg, loc, i, m, raw, blocks, chosen, overridden=swap is not None)
+    label = m.name or m.preset or chosen
+    return ResolvedModel(label, chosen, m.kind or "base", params, m.generation.model_dump(), m.system_prompt,
+                         m.preset, m.role)
+
+
+def _resolve_dataset(reg: Registry, loc: Located, i: int, raw: Any) -> ResolvedDataset:
+    d: DatasetSpec = _resolve_entry(reg, loc, "dataset", i, raw, DatasetSpec)
+    path = ("datasets", i)
+    if not d.loader:
+        raise ConfigError(f"{loc.where(path)}: datasets[{i}]: no 'loader' (and no preset that sets one)")
+    params = _component_params(reg, loc, "dataset", d.loader, d.params, path + ("loader",))
+    if d.evaluator is not None:
+        ev = _component_params(reg, loc, "evaluator", d.evaluator, d.evaluator_params, path + ("evaluator",))
+    else:
+        ev = d.evaluator_params
+    label = d.name or d.preset or d.loader
+    return ResolvedDataset(label, d.loader, params, d.subsets, d.limit_per_subset, d.limit, d.sample_seed, d.shots,
+                           d.mode, d.evaluator, ev, d.generation.model_dump(), d.shards, d.preset, d.judge,
+                           repeats=d.repeats)
+
+
 def resolve(loc: Located, reg: Registry, *, base_dir: Path | None = None, backend: str | None = None) -> RunConfig:
     """Validate and resolve a run file. ``backend`` (``luopan run --backend NAME``) replaces the backend of every
     evaluated model (judges keep theirs); each model keeps its identity (``params``) and takes that backend's
@@ -402,36 +432,24 @@ def resolve(loc: Located, reg: Registry, *, base_dir: Path | None = None, backen
         except LuopanError as exc:
             raise type(exc)(f"{loc.where(('run', key))}: run.{key}: {exc}") from exc.__cause__
 
+    # every entry is resolved even when an earlier one is wrong: all of their problems are reported at once
+    problems: list[LuopanError] = []
     models: list[ResolvedModel] = []
     for i, raw in enumerate(data["models"]):
-        blocks: dict[str, dict[str, Any]] = {}
-        m: ModelSpec = _resolve_entry(reg, loc, "model", i, raw, ModelSpec, blocks)
-        path = ("models", i)
-        swap = backend if m.role != "judge" else None  # a judge keeps its own backend
-        chosen = swap or m.backend
-        if not chosen:
-            raise ConfigError(f"{loc.where(path)}: models[{i}]: no 'backend' (and no preset that sets one)")
-        params = _backend_params(reg, loc, i, m, raw, blocks, chosen, overridden=swap is not None)
-        label = m.name or m.preset or chosen
-        models.append(ResolvedModel(label, chosen, m.kind or "base", params, m.generation.model_dump(),
-                                    m.system_prompt, m.preset, m.role))
-
+        try:
+            models.append(_resolve_model(reg, loc, i, raw, backend))
+        except LuopanError as exc:
+            problems.append(exc)
     datasets: list[ResolvedDataset] = []
     for i, raw in enumerate(data["datasets"]):
-        d: DatasetSpec = _resolve_entry(reg, loc, "dataset", i, raw, DatasetSpec)
-        path = ("datasets", i)
-        if not d.loader:
-            raise ConfigError(f"{loc.where(path)}: datasets[{i}]: no 'loader' (and no preset that sets one)")
-        params = _component_params(reg, loc, "dataset", d.loader, d.params, path + ("loader",))
-        if d.evaluator is not None:
-            ev = _component_params(reg, loc, "evaluator", d.evaluator, d.evaluator_params, path + ("evaluator",))
-        else:
-            ev = d.evaluator_params
-        label = d.name or d.preset or d.loader
-        datasets.append(ResolvedDataset(label, d.loader, params, d.subsets, d.limit_per_subset, d.limit,
-                                        d.sample_seed, d.shots, d.mode, d.evaluator, ev,
-                                        d.generation.model_dump(), d.shards, d.preset, d.judge,
-                                        repeats=d.repeats))
+        try:
+            datasets.append(_resolve_dataset(reg, loc, i, raw))
+        except LuopanError as exc:
+            problems.append(exc)
+    if len(problems) == 1:
+        raise problems[0]
+    if problems:
+        raise ConfigErrors([str(p) for p in problems])
 
     for kind, items in (("models", models), ("datasets", datasets)):
         labels = [x.label for x in items]

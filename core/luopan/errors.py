@@ -31,3 +31,11 @@ class MissingDependencyError(LuopanError):
     """An optional dependency is missing; the message says which extra to install."""
 
     exit_code = 2
+
+
+class ConfigErrors(ConfigError):
+    """Several problems found at once (``luopan validate`` reports every one): one line each."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))

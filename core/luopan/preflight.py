@@ -1,0 +1,91 @@
+"""Before anything loads: every problem of every model and dataset entry that would stop the run, at once.
+
+Each component class says what it needs (:meth:`luopan.components.Component.preflight`: packages, keys, data
+and model files, devices); the kernel adds the data folders. ``luopan validate``, the start of ``luopan run``
+(dry runs included) and ``luopan.evaluate`` call :func:`check_run`, which raises
+:class:`~luopan.errors.ConfigErrors` listing every problem, one line each with its fix.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from luopan.config import RunConfig
+from luopan.data import data_scope
+from luopan.errors import ConfigErrors, LuopanError
+from luopan.plugins import Registry
+
+
+def _component_problems(reg: Registry, kind: str, name: str, params: dict[str, Any]) -> list[str]:
+    from luopan.components import Component
+
+    try:
+        comp = reg.get(kind, name)
+        factory = comp.factory
+        model = comp.params
+    except LuopanError as exc:
+        return [str(exc)]
+    if not (isinstance(factory, type) and issubclass(factory, Component)):
+        return []
+    try:
+        obj = model.model_validate(params) if model is not None else None  # type: ignore[attr-defined]
+        return list(factory.preflight(obj))
+    except LuopanError as exc:
+        return [str(exc)]
+    except Exception as exc:  # a plugin's check must not hide the others' problems
+        return [f"{kind} '{name}': its check failed: {type(exc).__name__}: {exc}"]
+
+
+def data_folder_problems() -> list[str]:
+    problems = []
+    for p in [p for p in os.environ.get("LUOPAN_DATA", "").split(os.pathsep) if p]:
+        if not Path(p).is_dir():
+            problems.append(f"LUOPAN_DATA: the folder {p} does not exist; set LUOPAN_DATA to the folder holding the "
+                            f"benchmark data (e.g. export LUOPAN_DATA=/path/to/datasets)")
+    return problems
+
+
+def run_problems(config: RunConfig, reg: Registry, data_dirs: Sequence[Path]) -> list[str]:
+    """Every problem found before loading anything: per entry, prefixed with where it is in the run file."""
+    problems = data_folder_problems()
+    with data_scope(data_dirs):
+        for i, m in enumerate(config.models):
+            for p in _component_problems(reg, "backend", m.backend, m.params):
+                problems.append(f"{config.source}: models[{i}] '{m.label}' (backend {m.backend}): {p}")
+        for i, d in enumerate(config.datasets):
+            for p in _component_problems(reg, "dataset", d.loader, d.params):
+                problems.append(f"{config.source}: datasets[{i}] '{d.label}' (loader {d.loader}): {p}")
+            if d.evaluator:
+                for p in _component_problems(reg, "evaluator", d.evaluator, d.evaluator_params):
+                    problems.append(f"{config.source}: datasets[{i}] '{d.label}' (evaluator {d.evaluator}): {p}")
+    return list(dict.fromkeys(problems))
+
+
+def check_run(config: RunConfig, reg: Registry, data_dirs: Sequence[Path]) -> None:
+    problems = run_problems(config, reg, data_dirs)
+    if problems:
+        raise ConfigErrors(problems)
+
+
+def environment_problems(reg: Registry) -> dict[str, list[str]]:
+    """Per plugin: why its components cannot work in this environment (``luopan plugins``)."""
+    from luopan.components import Component
+
+    out: dict[str, list[str]] = {}
+    for kind, comps in reg.components.items():
+        for name, comp in comps.items():
+            try:
+                factory = comp.factory
+            except LuopanError:
+                continue  # listed as a load failure already
+            if isinstance(factory, type) and issubclass(factory, Component):
+                try:
+                    found = factory.environment()
+                except Exception as exc:
+                    found = [f"its check failed: {type(exc).__name__}: {exc}"]
+                for p in found:
+                    out.setdefault(comp.plugin.name, []).append(f"{kind} '{name}': {p}")
+    return out
