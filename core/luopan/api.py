@@ -152,7 +152,10 @@ def evaluate(models: Sequence[str | Mapping[str, Any]], datasets: Sequence[str |
     from luopan.pipeline import data_dirs
     from luopan.preflight import check_run
 
-    check_run(config, reg, data_dirs(config))
+    import warnings
+
+    for message in check_run(config, reg, data_dirs(config)):
+        warnings.warn(message, stacklevel=2)
     run = Run(config, reg, progress=progress)
     units = run.execute()
     from luopan.scoring import merge_shards

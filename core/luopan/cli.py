@@ -162,7 +162,9 @@ def _dispatch(args: Any) -> int:
     from luopan.pipeline import data_dirs
     from luopan.preflight import check_run
 
-    check_run(cfg, reg, data_dirs(cfg))  # packages, keys, data and model files, devices: every problem at once
+    # packages, keys, data and model files, devices: every problem at once, before anything loads
+    for warning in check_run(cfg, reg, data_dirs(cfg)):
+        print(f"warning: {warning}", file=sys.stderr)
     if args.command == "validate":
         print(f"{args.file}: ok ({len(cfg.models)} model(s) x {len(cfg.datasets)} dataset(s))")
         return 0

@@ -110,6 +110,13 @@ class Backend(Component):
         can (batched kernels and padding round differently). Called after the run's units, cheap."""
         return {}
 
+    @classmethod
+    def ships_chat_template(cls, params: Any) -> bool | None:
+        """Whether the model these options name ships a chat template, found cheaply (a tokenizer config read,
+        no weights); None when it cannot tell. A model entry without ``kind`` whose model has one is warned
+        about: it would be scored as a base model."""
+        return None
+
     def estimate(self, requests: Sequence[Any]) -> dict[str, Any]:
         """Before a run (``--dry-run``): what answering ``requests`` would cost. The default says nothing;
         API backends report requests, tokens, money and the time their rate limit implies."""

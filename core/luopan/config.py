@@ -102,6 +102,8 @@ class ResolvedModel:
     system_prompt: str | None
     preset: str | None = None
     role: str = "model"
+    #: whether ``kind`` was written (in the entry or its preset) rather than defaulted to "base"
+    kind_given: bool = True
 
 
 @dataclass
@@ -388,7 +390,7 @@ def _resolve_model(reg: Registry, loc: Located, i: int, raw: Any, backend: str |
     params = _backend_params(reg, loc, i, m, raw, blocks, chosen, overridden=swap is not None)
     label = m.name or m.preset or chosen
     return ResolvedModel(label, chosen, m.kind or "base", params, m.generation.model_dump(), m.system_prompt,
-                         m.preset, m.role)
+                         m.preset, m.role, kind_given=m.kind is not None)
 
 
 def _resolve_dataset(reg: Registry, loc: Located, i: int, raw: Any) -> ResolvedDataset:

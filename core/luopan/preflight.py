@@ -48,6 +48,30 @@ def data_folder_problems() -> list[str]:
     return problems
 
 
+def run_warnings(config: RunConfig, reg: Registry) -> list[str]:
+    """What is allowed but probably not meant: a model entry without ``kind`` whose model ships a chat
+    template (it is scored as a base model, by likelihood)."""
+    from luopan.components import Backend
+
+    out = []
+    for i, m in enumerate(config.models):
+        if m.kind_given or m.role == "judge":
+            continue
+        try:
+            comp = reg.get("backend", m.backend)
+            cls, model = comp.factory, comp.params
+            if not (isinstance(cls, type) and issubclass(cls, Backend)):
+                continue
+            ships = cls.ships_chat_template(model.model_validate(m.params) if model is not None else None)
+        except Exception:  # a hint, never a failure
+            continue
+        if ships:
+            out.append(f"{config.source}: models[{i}] '{m.label}' has no 'kind' and its tokenizer has a chat "
+                       f"template: it will be scored as a base model (likelihood); add 'kind: chat' to generate "
+                       f"with the template, or 'kind: base' to keep this and silence the warning")
+    return out
+
+
 def run_problems(config: RunConfig, reg: Registry, data_dirs: Sequence[Path]) -> list[str]:
     """Every problem found before loading anything: per entry, prefixed with where it is in the run file."""
     problems = data_folder_problems()
@@ -64,10 +88,12 @@ def run_problems(config: RunConfig, reg: Registry, data_dirs: Sequence[Path]) ->
     return list(dict.fromkeys(problems))
 
 
-def check_run(config: RunConfig, reg: Registry, data_dirs: Sequence[Path]) -> None:
+def check_run(config: RunConfig, reg: Registry, data_dirs: Sequence[Path]) -> list[str]:
+    """Raise :class:`ConfigErrors` listing every problem; return the warnings (for the caller to show)."""
     problems = run_problems(config, reg, data_dirs)
     if problems:
         raise ConfigErrors(problems)
+    return run_warnings(config, reg)
 
 
 def environment_problems(reg: Registry) -> dict[str, list[str]]:
