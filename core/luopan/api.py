@@ -149,10 +149,10 @@ def evaluate(models: Sequence[str | Mapping[str, Any]], datasets: Sequence[str |
     loc = load_located(yaml.safe_dump(doc, allow_unicode=True, sort_keys=False), "luopan.evaluate()")
     base = Path(base_dir) if base_dir is not None else Path.cwd()
     config = resolve(loc, reg, base_dir=base.resolve(), backend=backend)
+    import warnings
+
     from luopan.pipeline import data_dirs
     from luopan.preflight import check_run
-
-    import warnings
 
     for message in check_run(config, reg, data_dirs(config)):
         warnings.warn(message, stacklevel=2)
