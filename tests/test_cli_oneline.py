@@ -71,3 +71,34 @@ def test_smollm2_on_two_benchmarks_in_one_line(tmp_path):
         assert res["error"] is None and sum(s["n"] for s in res["subsets"]) == 3, ds
     assert json.loads((out / "results" / "smollm2-135m-instruct" / "cmmlu_ppl.json").read_text())[
         "provenance"]["mode"] == "likelihood"
+
+
+def test_debug_shows_the_log_on_the_console_and_full_tracebacks(tmp_path):
+    r = luopan("run", "--model", "fake", "--dataset", "demo_mcq", "--name", "d", "--debug", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "run_start" in r.stderr and "unit_finish unit=fake/demo_mcq" in r.stderr  # readable lines
+    assert (tmp_path / "outputs" / "d" / "run.log").read_text().count('"event": "unit_finish"') == 1  # and the file
+    r = luopan("run", "--model", "fake", "--dataset", "cmmluu", "--debug", cwd=tmp_path)
+    assert r.returncode == 2 and "Traceback" in r.stderr and "did you mean 'cmmlu'" in r.stderr
+
+
+def test_relative_outputs_go_under_the_working_folder(tmp_path):
+    (tmp_path / "examples").mkdir()
+    (tmp_path / "examples" / "x.yaml").write_text(
+        "run: {name: rel}\nmodels: [{preset: fake}]\ndatasets: [{preset: demo_mcq}]\n", encoding="utf-8")
+    assert luopan("run", "examples/x.yaml", "--no-progress", cwd=tmp_path).returncode == 0
+    assert (tmp_path / "outputs" / "rel" / "summary.md").is_file()
+    assert not (tmp_path / "examples" / "outputs").exists()
+
+
+def test_dry_run_costs_are_totalled_per_currency(tmp_path):
+    models = ("models:\n"
+              "  - {name: usd, backend: openai, kind: chat, params: {base_url: 'http://127.0.0.1:9/v1', model: a,\n"
+              "     api_key_env: null, price: {prompt: 1.0, completion: 2.0, currency: USD}}}\n"
+              "  - {name: cny, backend: openai, kind: chat, params: {base_url: 'http://127.0.0.1:9/v1', model: b,\n"
+              "     api_key_env: null, price: {prompt: 1.0, completion: 2.0, currency: CNY}}}\n")
+    (tmp_path / "c.yaml").write_text(models + "datasets: [{preset: demo_qa, limit: 3}]\n", encoding="utf-8")
+    r = luopan("run", "c.yaml", "--dry-run", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    total = next(ln for ln in r.stdout.splitlines() if ln.startswith("estimate for the whole run"))
+    assert " USD" in total and " CNY" in total  # never one sum of two currencies

@@ -44,6 +44,9 @@ def test_failed_unit_is_shown_never_as_a_silent_dash():
     assert r["overall (mean)"][4:] == [50.0, "ERROR: RuntimeError: out of memory"]
     assert any("bad on bench FAILED: RuntimeError: out of memory" in n for n in t.notes)
     assert "| - |" not in to_markdown([t])
+    long = "RuntimeError: " + " ".join(f"word{i}" for i in range(40))
+    [t] = DefaultSummarizer().summarize([unit("bad", error=long)])
+    assert rows_by_label(t)["overall"][4] == f"ERROR: {long}"  # nothing cut
 
 
 def test_files_md_csv_json(tmp_path):

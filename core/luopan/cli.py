@@ -27,11 +27,14 @@ def _parser() -> Any:
         "run", help="run an evaluation: a YAML file, a run preset (e.g. quickstart), or --model/--dataset",
         description="Run an evaluation from a run file, a run preset, or the one-line form "
                     "(luopan run --model smollm2-135m-instruct --dataset cmmlu --limit-per-subset 1). "
-                    "Answers are cached by content: rerunning the same command resumes (nothing to pass for it).")
+                    "Answers are cached by content: rerunning the same command resumes (nothing to pass for it). "
+                    "Outputs go to run.output_dir (default ./outputs, relative to the folder you run the command "
+                    "in) / run.name. Data files are searched in the working folder, the run file's folder, "
+                    "run.data and $LUOPAN_DATA.")
     r.add_argument("file", nargs="?", help="run file (YAML) or run preset name; omit it with --model/--dataset")
     r.add_argument("--dry-run", action="store_true", help="print the plan (units, requests, cached), run nothing")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
-    r.add_argument("--output-dir", help="override run.output_dir")
+    r.add_argument("--output-dir", help="override run.output_dir (relative paths: from the working folder)")
     r.add_argument("--name", help="override run.name (the output sub-folder)")
     r.add_argument("--backend", help="run every model with this backend (its preset's identity kept)")
     one = r.add_argument_group("one-line runs (no run file)")
@@ -50,6 +53,9 @@ def _parser() -> Any:
     one.add_argument("--rpm", type=float, help="for openai:MODEL: requests per minute")
     one.add_argument("--print-config", action="store_true",
                      help="print the equivalent run file (YAML) and exit: the step from a one-liner to a file")
+    r.add_argument("--debug", action="store_true",
+                   help="one unit at a time in this process (the local runner), the log on the console in readable "
+                        "lines beside run.log, full tracebacks")
     r.add_argument("-r", "--reuse", action="store_true",
                    help="accepted for OpenCompass users: reuse is automatic (answers are cached by content)")
     v = sub.add_parser("validate", help="check a run file without running it")
@@ -106,6 +112,10 @@ def _main(argv: Sequence[str] | None) -> int:
         print(f"{len(exc.problems)} problems; nothing was run", file=sys.stderr)
         return exc.exit_code
     except LuopanError as exc:
+        if getattr(args, "debug", False):
+            import traceback
+
+            traceback.print_exc()
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     except OSError as exc:  # the machine failed (disk, permissions) where no luopan error was raised
@@ -159,11 +169,19 @@ def _dispatch(args: Any) -> int:
 
                 raise ConfigError(hint)
         cfg = load_run(args.file, reg, backend=args.backend)
+    # packages, keys, data and model files, devices: every problem at once, before anything loads. A dry run
+    # sends nothing, so it plans anyway and lists them as what a real run would stop on.
+    from luopan.errors import ConfigErrors
     from luopan.pipeline import data_dirs
     from luopan.preflight import check_run
 
-    # packages, keys, data and model files, devices: every problem at once, before anything loads
-    for warning in check_run(cfg, reg, data_dirs(cfg)):
+    try:
+        warnings = check_run(cfg, reg, data_dirs(cfg))
+    except ConfigErrors as exc:
+        if not (args.command == "run" and args.dry_run):
+            raise
+        warnings = [f"{p} (a real run stops here)" for p in exc.problems]
+    for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
     if args.command == "validate":
         print(f"{args.file}: ok ({len(cfg.models)} model(s) x {len(cfg.datasets)} dataset(s))")
@@ -181,7 +199,9 @@ def _dispatch(args: Any) -> int:
 
     from luopan.pipeline import Run, print_plan
 
-    run = Run(cfg, reg, progress=not args.no_progress, dry_run=args.dry_run)
+    if args.debug:
+        cfg.run.runner = "local"  # one unit at a time, here
+    run = Run(cfg, reg, progress=not args.no_progress and not args.debug, dry_run=args.dry_run, debug=args.debug)
     run.plan()
     if args.dry_run:
         print_plan(run)

@@ -49,8 +49,9 @@ class Run:
     """One execution of a run config; also what ``luopan_run_*`` hooks receive (see :class:`luopan.hookspecs.RunView`)."""
 
     def __init__(self, config: RunConfig, registry: Registry, *, progress: bool = True,
-                 dry_run: bool = False) -> None:
+                 dry_run: bool = False, debug: bool = False) -> None:
         self.config = config
+        self.debug = debug  # the log also on the console, readable, tracebacks in full
         self.registry = registry
         self.show_progress = progress
         self.dry_run = dry_run  # plan only: the cache is read if it exists, nothing is created
@@ -58,10 +59,11 @@ class Run:
         for key, value in (("run.output_dir", config.run.output_dir), ("run.cache", config.run.cache)):
             if isinstance(value, str) and "\x00" in value:
                 raise ConfigError(f"{config.source}: {key}: contains a NUL byte")
+        # a relative output folder is relative to where the command runs, as for most tools (not to the run
+        # file: `luopan run examples/x.yaml` writes ./outputs, not examples/outputs)
         self.output_dir = Path(config.run.output_dir)
         if not self.output_dir.is_absolute():
-            self.output_dir = config.base_dir / self.output_dir if config.source.endswith((".yaml", ".yml")) \
-                else Path.cwd() / self.output_dir
+            self.output_dir = Path.cwd() / self.output_dir
         self.out = self.output_dir / self.run_id
         cache_cfg = config.run.cache
         if cache_cfg is True:
@@ -118,7 +120,7 @@ class Run:
             self.plan()
         ctx = self.ctx
         ensure_dir(self.out, "output folder")
-        previous_log = configure_run_log(self.out / "run.log")
+        previous_log = configure_run_log(self.out / "run.log", echo=self.debug)
         try:
             return self._execute_logged(ctx)
         finally:

@@ -219,6 +219,7 @@ def print_plan(run: Any, file: Any = None) -> None:
     print(f"plan: {len(units)} unit(s); output folder {run.out}", file=file)
     total = cached = 0
     totals: dict[str, Any] = defaultdict(float)
+    costs: dict[str, float] = defaultdict(float)  # per currency: a USD and a CNY model never add up
     for u in units:
         n_sub = len({s.subset for s in u.samples})
         to_run = len(u.requests) - u.cached
@@ -238,13 +239,15 @@ def print_plan(run: Any, file: Any = None) -> None:
             if est:
                 print(f"    estimate: {format_estimate(est)}", file=file)
                 for k, v in est.items():
-                    if isinstance(v, (int, float)) and not isinstance(v, bool):
+                    if k == "cost":
+                        costs[est.get("currency", "USD")] += v
+                    elif isinstance(v, (int, float)) and not isinstance(v, bool):
                         totals[k] += v
-                    else:
-                        totals[k] = v
     print(f"total: {total} requests, {cached} cached, {total - cached} to run", file=file)
-    if totals:
-        print(f"estimate for the whole run: {format_estimate(totals)}", file=file)
+    if totals or costs:
+        parts = [format_estimate(dict(totals))] if totals else []
+        parts += [f"<= {c:.4f} {cur}" for cur, c in sorted(costs.items())]
+        print(f"estimate for the whole run: {', '.join(p for p in parts if p != '-')}", file=file)
 
 
 def format_estimate(est: dict[str, Any]) -> str:

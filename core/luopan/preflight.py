@@ -2,7 +2,7 @@
 
 Each component class says what it needs (:meth:`luopan.components.Component.preflight`: packages, keys, data
 and model files, devices); the kernel adds the data folders. ``luopan validate``, the start of ``luopan run``
-(dry runs included) and ``luopan.evaluate`` call :func:`check_run`, which raises
+(a dry run lists them as warnings and plans anyway) and ``luopan.evaluate`` call :func:`check_run`, which raises
 :class:`~luopan.errors.ConfigErrors` listing every problem, one line each with its fix.
 """
 

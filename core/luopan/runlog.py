@@ -22,7 +22,21 @@ def redact(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
     return event
 
 
-def configure_run_log(path: Path) -> Any:
+def _echo(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
+    """``--debug``: every event also as a readable line on stderr (a traceback in full, after it)."""
+    import sys
+
+    fields = {k: v for k, v in event.items() if k not in ("event", "level", "timestamp", "traceback", "exception")}
+    extra = " ".join(f"{k}={v}" for k, v in fields.items())
+    print(f"{event.get('timestamp', '')[11:23]} {event.get('level', ''):<7} {event.get('event', '')} {extra}".rstrip(),
+          file=sys.stderr)
+    for key in ("traceback", "exception"):
+        if event.get(key):
+            print(event[key], file=sys.stderr)
+    return event
+
+
+def configure_run_log(path: Path, *, echo: bool = False) -> Any:
     """Send luopan's structured log to ``path`` (JSON lines, appended) until :func:`close_run_log` is called with
     what this returns (the logging set-up before it, restored then: a run leaves no logging state behind)."""
     previous = structlog.get_config()
@@ -38,6 +52,7 @@ def configure_run_log(path: Path) -> Any:
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
             redact,  # after exc_info is rendered: tracebacks are redacted too
+            *([_echo] if echo else []),
             structlog.processors.JSONRenderer(ensure_ascii=False),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_stdlib_logging.INFO),

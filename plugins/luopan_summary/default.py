@@ -74,7 +74,7 @@ def _cells(units: Sequence[UnitResult | None], fn: Any) -> list[Any]:
         if u is None:
             out.append("not run")
         elif u.error:
-            out.append(f"ERROR: {u.error[:80]}")
+            out.append(f"ERROR: {u.error}")  # the whole message: never cut mid-word
         else:
             out.append(fn(u))
     return out
