@@ -81,3 +81,11 @@ def test_load_results_of_a_folder_that_is_not_a_run(tmp_path):
 
     with pytest.raises(luopan.ConfigError, match="not a luopan run folder|no such file"):
         luopan.load_results(tmp_path)
+
+
+def test_an_opencompass_name_inside_an_entry():
+    from luopan.api import dataset_entry
+
+    assert dataset_entry({"preset": "mmlu_ppl", "limit": 2}, ["mmlu"]) == {
+        "preset": "mmlu", "limit": 2, "name": "mmlu_ppl", "mode": "likelihood"}
+    assert dataset_entry({"preset": "mmlu_gen", "mode": "likelihood"}, ["mmlu"])["mode"] == "likelihood"

@@ -45,17 +45,21 @@ def model_entry(spec: str | Mapping[str, Any]) -> dict[str, Any]:
 
 def dataset_entry(spec: str | Mapping[str, Any], presets: Iterable[str] = ()) -> dict[str, Any]:
     """A run file's dataset entry from a preset name, an OpenCompass-style name (``cmmlu_gen``, ``mmlu_ppl``:
-    the preset with that mode) when no preset has that exact name, or a mapping (returned as a copy)."""
-    if isinstance(spec, Mapping):
-        return dict(spec)
+    the preset with that mode) when no preset has that exact name, or a mapping (its ``preset`` may be such a
+    name too; an explicit ``mode`` wins)."""
+    entry = dict(spec) if isinstance(spec, Mapping) else {"preset": spec}
+    name = entry.get("preset")
     known = set(presets)
-    if spec in known or not known:
-        return {"preset": spec}
+    if not isinstance(name, str) or not known or name in known:
+        return entry
     for suffix, mode in MODE_SUFFIXES.items():
-        base = spec[: -len(suffix)] if spec.endswith(suffix) else None
+        base = name[: -len(suffix)] if name.endswith(suffix) else None
         if base and base in known:
-            return {"preset": base, "name": spec, "mode": mode}
-    return {"preset": spec}
+            entry["preset"] = base
+            entry.setdefault("name", name)
+            entry.setdefault("mode", mode)
+            return entry
+    return entry
 
 
 @dataclass(frozen=True)
