@@ -332,6 +332,22 @@ def test_a_read_only_output_folder(tmp_path):
     one_line_error(r, str(ro), "read-only")
 
 
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None, reason="mounts a read-only folder")
+@pytest.mark.parametrize("existing", [False, True])
+def test_a_read_only_cache_folder(tmp_path, existing):
+    """The outputs are writable, the cache's folder is not (a new cache, or one that a run made before)."""
+    cache_dir = tmp_path / "cache"
+    cache_dir.mkdir()
+    path = fake_run(tmp_path, run={"cache": str(cache_dir / "requests.sqlite")})
+    if existing:
+        assert luopan("run", str(path), "--no-progress").returncode == 0
+    code = (f"mount --bind {cache_dir} {cache_dir} && mount -o remount,bind,ro {cache_dir} && "
+            f"{sys.executable} -m luopan.cli run {path} --no-progress --name second")
+    r = subprocess.run(["unshare", "-m", "sh", "-c", code], capture_output=True, text=True, timeout=120,
+                       env=dict(os.environ))
+    one_line_error(r, str(cache_dir))
+
+
 @pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None, reason="mounts a small tmpfs")
 def test_a_full_disk_names_the_file_and_leaves_no_temporary_files(tmp_path):
     """A 1 MiB file system: the cache fills it mid-run; the error says the disk is full (not a ROLLBACK
