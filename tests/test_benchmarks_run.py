@@ -61,13 +61,15 @@ SMOLLM2 = ("  - preset: smollm2-135m-instruct\n    kind: base\n"
 @pytest.mark.slow
 def test_smollm2_on_five_items_of_arc_winogrande_and_gsm8k(tmp_path):
     out = _run(tmp_path, SMOLLM2,
-               "  - {preset: arc_easy, limit: 5}\n  - {preset: winogrande, limit: 10}\n"
+               "  - {preset: arc_easy, limit: 5}\n  - {preset: winogrande, limit: 5}\n"
                "  - {preset: gsm8k_cot, limit: 5, generation: {max_new_tokens: 96}}\n", "smol")
     arc = json.loads((out / "results" / "smollm2-135m-instruct" / "arc_easy.json").read_text())
     assert arc["error"] is None and arc["subsets"][0]["n"] == 5 and "acc_norm" in arc["subsets"][0]["metrics"]
     wino = [json.loads(x) for x in
             (out / "predictions" / "smollm2-135m-instruct" / "winogrande.jsonl").read_text().splitlines()]
-    assert len(wino) == 10 and all(len(p["logprobs"]) == 1 for p in wino)
+    assert len(wino) == 10 and all(len(p["logprobs"]) == 1 for p in wino)  # 5 questions, one sample per option
+    res = json.loads((out / "results" / "smollm2-135m-instruct" / "winogrande.json").read_text())
+    assert res["subsets"][0]["n"] == 5  # n counts questions
     for a, b in zip(wino[::2], wino[1::2]):  # both options of a question share its verdict and prediction
         assert a["score"] == b["score"] and a["prediction"] == b["prediction"]
         assert a["prediction"] == (0 if a["logprobs"][0] >= b["logprobs"][0] else 1)
