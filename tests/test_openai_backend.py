@@ -85,11 +85,11 @@ def test_generation_usage_and_cache(tmp_path, proxy, capsys):
 def test_missing_key_is_an_error_before_any_request(tmp_path, proxy, capsys, monkeypatch):
     monkeypatch.delenv("LUOPAN_TEST_UNSET_VAR", raising=False)
     path = write_run(tmp_path, proxy.base_url, n=3, api_key_env="LUOPAN_TEST_UNSET_VAR")
-    assert main(["run", str(path), "--no-progress"]) == 1
+    assert main(["run", str(path), "--no-progress"]) == 2  # found before the run starts, like every config problem
     err = capsys.readouterr().err
-    assert "LUOPAN_TEST_UNSET_VAR is not set or empty" in err
+    assert "LUOPAN_TEST_UNSET_VAR" in err and "not set" in err
     monkeypatch.setenv("LUOPAN_TEST_UNSET_VAR", "  ")
-    assert main(["run", str(path), "--no-progress"]) == 1
+    assert main(["run", str(path), "--no-progress"]) == 2
     assert proxy.stats.received == 0
 
 
