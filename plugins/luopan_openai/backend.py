@@ -9,14 +9,28 @@ tenacity with exponential backoff and jitter, or after the server's ``Retry-Afte
 every other worker). 400 and 422 (e.g. context too long) fail that request at once with the server's
 message; 401, 403 and 404 (bad key, no access, unknown model) fail it and every request after it without
 sending them, since no retry can fix them.
+
+Until the server has answered once (any HTTP response), connection failures and timeouts are retried for at
+most ``unreachable_after`` seconds from the first attempt; then the unit fails with one line naming the URL
+(:class:`UnreachableError`), so a wrong ``base_url`` surfaces in half a minute, not after every request's
+retries. Once it has answered, a blip is retried as above. While requests wait for a retry, or for a first
+answer, :meth:`Backend.status` says so on the console: how many, why (connection refused, timed out, HTTP 503)
+and to which host, and when the next try is.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import itertools
+import math
 import os
 import queue
+import re
+import socket
+import ssl
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -24,7 +38,7 @@ import structlog
 
 from luopan.components import Backend
 from luopan.deps import require
-from luopan.errors import ConfigError
+from luopan.errors import ConfigError, LuopanError
 from luopan.secrets import add_secret
 from luopan.types import (
     FailedResult,
@@ -45,6 +59,10 @@ log = structlog.get_logger("luopan.openai")
 PROBE = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20"
 PROBE_MIN_MEAN = -3.0
 _DONE = object()
+#: before the first answer, requests waiting this long are reported on the console
+SLOW_FIRST_ANSWER_S = 10.0
+#: the same kind of status line (numbers aside) is repeated at most this often
+STATUS_EVERY_S = 5.0
 
 
 class RetryableResponse(Exception):
@@ -53,6 +71,72 @@ class RetryableResponse(Exception):
 
 class _Fatal(Exception):
     """No request to this model can succeed (bad key, unknown model): the rest fail without being sent."""
+
+
+class UnreachableError(LuopanError):
+    """The server never answered: every attempt failed to connect or timed out for ``unreachable_after``
+    seconds. Raised from :meth:`OpenAIBackend.stream`, so the unit fails with this one line."""
+
+
+def host_port(url: str) -> str:
+    """``host:port`` of a URL (the scheme's default port when it names none); never the credentials."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    host = parts.hostname or "?"
+    if ":" in host:
+        host = f"[{host}]"
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return f"{host}:{port or (443 if parts.scheme == 'https' else 80)}"
+
+
+def public_url(url: str) -> str:
+    """The URL without user name, password or query: what error messages may show."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def cause(exc: BaseException, *, timeout: float, connect_timeout: float) -> tuple[str, str]:
+    """Why an attempt failed, in a few words, and the preposition before the host: ``("connection refused",
+    "to")``, ``("HTTP 503", "from")``. Never anything from the request (headers hold keys)."""
+    import openai
+
+    if isinstance(exc, openai.APIStatusError):
+        return (f"HTTP {exc.status_code}" + (" (rate limited)" if exc.status_code == 429 else ""), "from")
+    if isinstance(exc, openai.APIConnectionError):
+        e: BaseException | None = exc
+        for _ in range(12):  # the SDK's error wraps the HTTP library's, which wraps the socket's
+            if e is None:
+                break
+            name = type(e).__name__
+            if name == "ConnectTimeout":
+                return (f"connect timed out after {connect_timeout:g} s", "to")
+            if name in ("ReadTimeout", "WriteTimeout"):
+                return (f"no answer within {timeout:g} s", "from")
+            if name == "PoolTimeout":
+                return ("timed out waiting for a free connection", "to")
+            if isinstance(e, ConnectionRefusedError):
+                return ("connection refused", "to")
+            if isinstance(e, socket.gaierror):
+                return ("DNS lookup failed", "for")
+            if isinstance(e, ssl.SSLError):
+                return ("TLS handshake failed", "with")
+            if isinstance(e, (ConnectionResetError, ConnectionAbortedError, BrokenPipeError)) or name in (
+                    "RemoteProtocolError", "ReadError", "WriteError"):
+                return ("connection dropped", "by")
+            e = e.__cause__ or e.__context__
+        if isinstance(exc, openai.APITimeoutError):
+            return (f"timed out after {timeout:g} s", "from")
+        return ("connection failed", "to")
+    if isinstance(exc, RetryableResponse):
+        return ("an answer without choices", "from")
+    return ("a malformed answer", "from")
 
 
 def retry_after(exc: BaseException) -> float | None:
@@ -126,6 +210,19 @@ class OpenAIBackend(Backend):
         self._context_echoes: dict[str, Any] = {}  # context -> future of its own echo (the offsets fallback)
         self.stats = {"sent": 0, "retried": 0, "rate_limited": 0, "failed": 0,
                       "prompt_tokens": 0, "completion_tokens": 0}
+        self.host = host_port(self.p.base_url)
+        # reachability: whether the server has ever answered (any HTTP response), and when the first attempt
+        # of this backend was sent (the "no answer yet" deadline counts from it)
+        self._heard = False
+        self._first_try: float | None = None
+        # what the console shows: requests waiting for a retry (call -> (since, cause, next try)) and attempts in
+        # flight (call -> sent at), written on the loop's thread and read on the kernel's under this lock
+        self._lock = threading.Lock()
+        self._waiting: dict[int, tuple[float, str, float]] = {}
+        self._inflight: dict[int, float] = {}
+        self._call_ids = itertools.count()
+        self._shown = self._shown_key = ""
+        self._shown_at = self._problem_at = self._polled = 0.0
 
     # ------------------------------------------------------------ identity and set-up
     def api_for(self, request: Any) -> str:
@@ -177,8 +274,10 @@ class OpenAIBackend(Backend):
         self._thread = threading.Thread(target=loop.run_forever, name="luopan-openai", daemon=True)
         self._thread.start()
 
+        timeout = openai.Timeout(self.p.timeout, connect=min(self.p.connect_timeout, self.p.timeout))
+
         async def make() -> Any:
-            return openai.AsyncOpenAI(api_key=key, base_url=self.p.base_url, timeout=self.p.timeout,
+            return openai.AsyncOpenAI(api_key=key, base_url=self.p.base_url, timeout=timeout,
                                       max_retries=0, default_headers=headers or None)
 
         self.client = asyncio.run_coroutine_threadsafe(make(), loop).result()
@@ -240,21 +339,88 @@ class OpenAIBackend(Backend):
             return
         self.load()
         assert self._loop is not None
-        if mode == "likelihood" and self.p.logprobs_check and not self._checked_logprobs:
-            asyncio.run_coroutine_threadsafe(self._check_logprobs(), self._loop).result()
-            self._checked_logprobs = True
-        q: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        fut = asyncio.run_coroutine_threadsafe(self._run_all(mode, requests, q), self._loop)
         try:
-            while True:
-                item = q.get()
-                if item is _DONE:
-                    break
-                yield item
-            fut.result()
+            if mode == "likelihood" and self.p.logprobs_check and not self._checked_logprobs:
+                self._wait(asyncio.run_coroutine_threadsafe(self._check_logprobs(), self._loop))
+                self._checked_logprobs = True
+            q: queue.SimpleQueue[Any] = queue.SimpleQueue()
+            fut = asyncio.run_coroutine_threadsafe(self._run_all(mode, requests, q), self._loop)
+            try:
+                while True:
+                    try:
+                        item = q.get(timeout=0.5)
+                    except queue.Empty:  # nothing answered for a while: say why, if there is a reason
+                        self._report()
+                        continue
+                    if item is _DONE:
+                        break
+                    self._report()
+                    yield item
+                fut.result()
+            finally:
+                if not fut.done():  # the consumer stopped early (an interruption): stop sending
+                    fut.cancel()
         finally:
-            if not fut.done():  # the consumer stopped early (an interruption): stop sending
+            self._clear_status()
+
+    def _wait(self, fut: concurrent.futures.Future[Any]) -> Any:
+        """The result of work on the loop, reporting on the console meanwhile."""
+        try:
+            while not fut.done():
+                concurrent.futures.wait([fut], timeout=0.5)
+                self._report()
+        finally:
+            if not fut.done():  # an interruption
                 fut.cancel()
+        return fut.result()
+
+    # ------------------------------------------------------------ what the console shows
+    def _status_text(self, now: float) -> str:
+        with self._lock:
+            waiting = list(self._waiting.values())
+            inflight = len(self._inflight)
+            heard, first = self._heard, self._first_try
+        limit = self.p.unreachable_after
+        if waiting:
+            n = len(waiting)
+            why = max(waiting)[1]  # the latest failure's cause
+            next_in = max(0, math.ceil(min(w[2] for w in waiting) - now))
+            text = f"retrying {n} request{'s' if n != 1 else ''}: {why}, next try in {next_in} s"
+            if not heard and limit is not None and first is not None:
+                left = math.ceil(first + limit - now)
+                text += (f"; no answer yet, giving up in {left} s" if left > 0
+                         else "; no answer yet, giving up at the next failure")
+            return text
+        if not heard and inflight and first is not None and now - first >= SLOW_FIRST_ANSWER_S:
+            age = int(now - first) // 5 * 5
+            return (f"no answer yet from {self.host} after {age} s: {inflight} request{'s' if inflight != 1 else ''} "
+                    f"waiting (timeout {self.p.timeout:g} s)")
+        return ""
+
+    def _report(self) -> None:
+        """Show the backend's state through :attr:`status`, on the kernel's thread: a new kind of message at
+        once, the same kind with new numbers at most every few seconds, and cleared once all is well for 2 s."""
+        now = time.monotonic()
+        if now - self._polled < 0.25:
+            return
+        self._polled = now
+        text = self._status_text(now)
+        if text:
+            self._problem_at = now
+        elif now - self._problem_at < 2.0:
+            return
+        if text == self._shown:
+            return
+        key = re.sub(r"\d+", "#", text)
+        if key == self._shown_key and now - self._shown_at < STATUS_EVERY_S:
+            return
+        self._shown, self._shown_key, self._shown_at = text, key, now
+        self.status(text)
+
+    def _clear_status(self) -> None:
+        if self._shown:
+            self.status("")
+        self._shown = self._shown_key = ""
 
     async def _run_all(self, mode: str, requests: Sequence[Any], q: queue.SimpleQueue[Any]) -> None:
         try:
@@ -284,7 +450,7 @@ class OpenAIBackend(Backend):
             return await one(r)
         except asyncio.CancelledError:
             raise
-        except ConfigError:
+        except (ConfigError, UnreachableError):
             raise
         except _Fatal as exc:
             self.stats["failed"] += 1
@@ -296,46 +462,117 @@ class OpenAIBackend(Backend):
     # ------------------------------------------------------------ one request, with retries
     async def _call(self, fn: Any, est_tokens: int, check: Any, **kwargs: Any) -> Any:
         import openai
-        from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
+        from tenacity import AsyncRetrying, retry_if_exception, wait_random_exponential
 
         backoff = wait_random_exponential(multiplier=0.5, max=self.p.retry_max_wait)
+        call = next(self._call_ids)
+        # the last failure was a connection failure or timeout before the server ever answered: the "no answer
+        # yet" deadline bounds those retries, not max_retries
+        unanswered = False
+        counted = 0
+
+        def stop(state: Any) -> bool:
+            nonlocal counted
+            if unanswered:
+                return False
+            counted += 1
+            return counted >= self.p.max_retries + 1
 
         def wait(state: Any) -> float:
             exc = state.outcome.exception() if state.outcome else None
             ra = retry_after(exc) if exc is not None else None
-            return min(ra, 600.0) if ra is not None else backoff(state)
+            seconds = min(ra, 600.0) if ra is not None else backoff(state)
+            if unanswered and self._first_try is not None and self.p.unreachable_after is not None:
+                # the last try falls on the deadline, not after it
+                seconds = min(seconds, max(0.1, self._first_try + self.p.unreachable_after - time.monotonic()))
+            return seconds
 
         def before_sleep(state: Any) -> None:
             self.stats["retried"] += 1
             exc = state.outcome.exception()
+            seconds = state.next_action.sleep if state.next_action else 0.0
+            why, prep = cause(exc, timeout=self.p.timeout, connect_timeout=self.p.connect_timeout)
+            now = time.monotonic()
+            with self._lock:
+                self._waiting[call] = (now, f"{why} {prep} {self.host}", now + seconds)
             log.warning("api_retry", model=self.p.model, attempt=state.attempt_number, error=_message(exc),
-                        wait_s=round(state.next_action.sleep, 2) if state.next_action else None)
+                        wait_s=round(seconds, 2))
 
-        retrying = AsyncRetrying(stop=stop_after_attempt(self.p.max_retries + 1), wait=wait,
-                                 retry=retry_if_exception(_retryable), before_sleep=before_sleep, reraise=True)
-        async for attempt in retrying:
-            with attempt:
-                await self.limiter.acquire(est_tokens)
-                self.stats["sent"] += 1
-                try:
-                    resp = await fn(**kwargs)
-                except openai.RateLimitError as exc:
-                    self.stats["rate_limited"] += 1
-                    ra = retry_after(exc)
-                    if ra:
-                        self.limiter.pause(ra)
-                    raise
-                except (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError) as exc:
-                    self._fatal = self._fatal or _message(exc)
-                    raise _Fatal(_message(exc)) from None
-                check(resp)
-                usage = getattr(resp, "usage", None)
-                if usage is not None:
-                    pt, ct = usage.prompt_tokens or 0, usage.completion_tokens or 0
-                    self.stats["prompt_tokens"] += pt
-                    self.stats["completion_tokens"] += ct
-                    self.limiter.correct_tokens(est_tokens, pt + ct)
+        def slot_wait(seconds: float) -> None:  # a retry that waits for a rate-limit slot: its real next try
+            with self._lock:
+                if call in self._waiting:
+                    since, why, _ = self._waiting[call]
+                    self._waiting[call] = (since, why, time.monotonic() + seconds)
+
+        retrying = AsyncRetrying(stop=stop, wait=wait, retry=retry_if_exception(_retryable),
+                                 before_sleep=before_sleep, reraise=True)
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    await self.limiter.acquire(est_tokens, slot_wait)
+                    self.stats["sent"] += 1
+                    sent = time.monotonic()
+                    with self._lock:
+                        self._waiting.pop(call, None)
+                        self._inflight[call] = sent
+                        if self._first_try is None:
+                            self._first_try = sent
+                    unanswered = False
+                    try:
+                        resp = await fn(**kwargs)
+                    except openai.APIConnectionError as exc:  # timeouts too: nothing came back
+                        unanswered = not self._heard and self.p.unreachable_after is not None
+                        if unanswered:
+                            self._raise_if_unreachable(exc)
+                        raise
+                    except openai.RateLimitError as exc:
+                        self._heard = True
+                        self.stats["rate_limited"] += 1
+                        ra = retry_after(exc)
+                        if ra:
+                            self.limiter.pause(ra)
+                        raise
+                    except (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError) as exc:
+                        self._heard = True
+                        self._fatal = self._fatal or _message(exc)
+                        raise _Fatal(_message(exc)) from None
+                    except Exception:  # an HTTP error or a malformed body: the server is there
+                        self._heard = True
+                        raise
+                    finally:
+                        with self._lock:
+                            self._inflight.pop(call, None)
+                    self._heard = True
+                    check(resp)
+                    usage = getattr(resp, "usage", None)
+                    if usage is not None:
+                        pt, ct = usage.prompt_tokens or 0, usage.completion_tokens or 0
+                        self.stats["prompt_tokens"] += pt
+                        self.stats["completion_tokens"] += ct
+                        self.limiter.correct_tokens(est_tokens, pt + ct)
+        finally:
+            with self._lock:
+                self._waiting.pop(call, None)
+                self._inflight.pop(call, None)
         return resp
+
+    def _raise_if_unreachable(self, exc: BaseException) -> None:
+        """Once ``unreachable_after`` seconds have passed since the first attempt without any answer, fail with
+        one line naming the URL (every worker stops: the unit fails)."""
+        first, limit = self._first_try, self.p.unreachable_after
+        if first is None or limit is None:
+            return
+        elapsed = time.monotonic() - first
+        if elapsed < limit:
+            return
+        why, _ = cause(exc, timeout=self.p.timeout, connect_timeout=self.p.connect_timeout)
+        slow = why.startswith(("no answer", "timed out"))
+        url = public_url(self.p.base_url)
+        log.error("api_unreachable", model=self.p.model, base_url=url, error=why, seconds=round(elapsed, 1))
+        raise UnreachableError(
+            f"cannot reach {url}: {why} (every attempt for {elapsed:.0f} s; no request has been answered); "
+            f"check base_url and that the server is running{' (or raise timeout if it is only slow)' if slow else ''}"
+        )
 
     @staticmethod
     def _has_choices(resp: Any) -> None:

@@ -21,7 +21,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -117,13 +117,16 @@ class RateLimiter:
             self.last_slot = start
             return start - now
 
-    async def acquire(self, tokens: int = 0) -> None:
-        """Wait for a slot. If a pause (a 429's Retry-After) was set meanwhile, take a new slot after it."""
+    async def acquire(self, tokens: int = 0, on_wait: Callable[[float], None] | None = None) -> None:
+        """Wait for a slot. If a pause (a 429's Retry-After) was set meanwhile, take a new slot after it.
+        ``on_wait(seconds)`` is told of each wait before it starts (the console's "next try in")."""
         if not self.active and not self._paused_until():
             return
         while True:
             delay = self.reserve(tokens)
             if delay > 0:
+                if on_wait is not None:
+                    on_wait(delay)
                 await asyncio.sleep(delay)
             until = self._paused_until()
             if until <= time.time():

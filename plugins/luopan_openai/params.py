@@ -32,7 +32,17 @@ class OpenAIParams(BaseModel):
     extra_headers: dict[str, str] = Field(
         default_factory=dict, description="sent with every request; a value 'env:NAME' is read from $NAME"
     )
-    timeout: float = Field(default=120.0, gt=0, description="seconds per attempt")
+    timeout: float = Field(default=120.0, gt=0, description="seconds per attempt (waiting for the answer)")
+    connect_timeout: float = Field(
+        default=10.0, gt=0, description="seconds to open a connection (at most timeout); a slow answer is timeout's"
+    )
+    unreachable_after: float | None = Field(
+        default=30.0, gt=0,
+        description="until the server has answered once (any HTTP response), connection failures and timeouts are "
+        "retried for at most this many seconds from the first attempt, whatever max_retries says; then every "
+        "pending request fails with one error naming the URL. After the first answer the normal retry policy "
+        "applies. null: the normal policy from the start (e.g. for a server that is still starting)",
+    )
     max_concurrency: int = Field(default=8, ge=1, le=1024, description="requests in flight at once")
     rpm: float | None = Field(default=None, gt=0, description="requests per minute, shared by the whole run")
     tpm: float | None = Field(default=None, gt=0, description="tokens per minute, shared by the whole run")
@@ -40,7 +50,11 @@ class OpenAIParams(BaseModel):
         default=None,
         description="runs and processes with the same scope share one limit; default: base_url + api_key_env",
     )
-    max_retries: int = Field(default=8, ge=0, description="retries of 429, 5xx, timeouts and dropped connections")
+    max_retries: int = Field(
+        default=8, ge=0,
+        description="retries of 429, 5xx, timeouts and dropped connections (before the first answer, "
+        "connection failures and timeouts are bounded by unreachable_after instead)",
+    )
     retry_max_wait: float = Field(default=60.0, gt=0, description="longest backoff between attempts, seconds")
     price: Price | None = None
     seed: int | None = Field(default=None, description="sent as 'seed' where the generation config has none")
