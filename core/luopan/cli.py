@@ -215,10 +215,18 @@ def _dispatch(args: Any) -> int:
     if failed:
         for r in failed:
             print(f"FAILED {r.model}/{r.dataset}: {r.error}", file=sys.stderr)
-            for item in r.failed_items[:10]:
-                print(f"  {item['id']}: {item['error']}", file=sys.stderr)
-            if len(r.failed_items) > 10:
-                print(f"  ... {len(r.failed_items) - 10} more in {run.out / 'results'}", file=sys.stderr)
+            by_error: dict[str, list[str]] = {}
+            for item in r.failed_items:  # the same error on many samples is one line
+                by_error.setdefault(item["error"], []).append(item["id"])
+            for i, (error, ids) in enumerate(by_error.items()):
+                if i == 10:
+                    print(f"  ... {len(by_error) - 10} more kinds of error in {run.out / 'results'}", file=sys.stderr)
+                    break
+                if len(ids) == 1:
+                    print(f"  {ids[0]}: {error}", file=sys.stderr)
+                else:
+                    more = f", ... {len(ids) - 3} more" if len(ids) > 3 else ""
+                    print(f"  {len(ids)} samples ({', '.join(ids[:3])}{more}): {error}", file=sys.stderr)
         n_items = sum(len(r.failed_items) for r in failed)
         what = f"{len(failed)} of {len(results)} unit(s) failed" + (f" ({n_items} sample(s))" if n_items else "")
         print(f"{what}; see {run.out / 'run.log'}. Rerunning the same command retries only what failed.",

@@ -70,7 +70,8 @@ class Backend(Component):
     #: price per million tokens (``{"prompt": 0.5, "completion": 1.5, "currency": "USD"}``) for the cost line
     price: dict[str, Any] | None = None
     #: the kernel sets this before requests are sent: ``status("retrying 2 requests: connection refused to
-    #: HOST, next try in 12 s")`` shows what the backend is doing on the console as it happens ("" clears it)
+    #: HOST, next try in 12 s")`` shows what the backend is doing on the console as it happens ("" clears it);
+    #: call it from the thread that runs :meth:`stream` (not from an event loop's or a pool's threads)
     status: Callable[[str], None] = staticmethod(lambda message: None)
 
     @abstractmethod

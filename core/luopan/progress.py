@@ -74,15 +74,18 @@ class Progress:
     def status(self, message: str) -> None:
         """A backend's word on what it is doing now (retries, connection failures), shown as it happens: a line
         under the bars, or, without bars, on stderr (each distinct message at most every 5 seconds). An empty
-        message clears the line."""
+        message clears the line. Not thread-safe: call it from the thread that runs the backend's ``stream``."""
         import time
 
         if self._p is not None:
+            if not message:
+                if self._status_task is not None:
+                    self._p.remove_task(self._status_task)  # cleared: the row goes
+                    self._status_task = None
+                return
             if self._status_task is None:
-                if not message:
-                    return
                 self._status_task = self._p.add_task("", total=None, rate="", tokens="")
-            self._p.update(self._status_task, description=f"[yellow]{message}" if message else "")
+            self._p.update(self._status_task, description=f"[yellow]{message}")
             return
         if not message:
             return
