@@ -73,6 +73,8 @@ def question_key(sample: Sample) -> str:
     rotations of a CircularEval question (``meta["circular"]``) and the repeats of a problem
     (``meta["problem"]``) are one question each; any other sample is a question of its own."""
     meta = sample.meta
+    if not meta:  # most samples: a question of their own (the hot path of big runs)
+        return sample.id
     for kind in ("partial", "circular"):
         g = meta.get(kind)
         if isinstance(g, dict) and "group" in g:
