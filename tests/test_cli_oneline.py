@@ -62,8 +62,14 @@ def test_reuse_is_accepted_and_automatic(tmp_path):
 
 @pytest.mark.slow  # a real model: SmolLM2-135M-Instruct through hf, two benchmarks
 def test_smollm2_on_two_benchmarks_in_one_line(tmp_path):
-    r = luopan("run", "--model", "smollm2-135m-instruct", "--dataset", "arc_easy,cmmlu_ppl", "--limit", "3",
-               "--name", "smol", "--no-progress", cwd=tmp_path, timeout=900)
+    args = ["--model", "smollm2-135m-instruct", "--dataset", "arc_easy,cmmlu_ppl", "--limit", "3", "--name", "smol"]
+    printed = luopan("run", *args, "--print-config", cwd=tmp_path)
+    assert printed.returncode == 0, printed.stderr
+    (tmp_path / "smol.yaml").write_text(printed.stdout, encoding="utf-8")
+    assert luopan("validate", "smol.yaml", cwd=tmp_path).returncode == 0
+    plans = [luopan("run", *a, "--dry-run", cwd=tmp_path) for a in (args, ["smol.yaml"])]
+    assert all(p.returncode == 0 for p in plans) and _plan_lines(plans[0].stdout) == _plan_lines(plans[1].stdout)
+    r = luopan("run", *args, "--no-progress", cwd=tmp_path, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     out = tmp_path / "outputs" / "smol"
     for ds in ("arc_easy", "cmmlu_ppl"):
