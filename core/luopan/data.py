@@ -49,14 +49,21 @@ def find_data(path: str | Path, *, what: str = "data") -> Path:
         if p.exists():
             return p
         raise ConfigError(f"{what}: '{p}' does not exist")
-    tried = []
-    for d in search_dirs():
+    dirs = search_dirs()
+    for d in dirs:
         cand = d / p
-        tried.append(str(d))
         if cand.exists():
             return cand
+    env = [Path(x) for x in os.environ.get("LUOPAN_DATA", "").split(os.pathsep) if x]
+    tried = ", ".join(f"{d} (LUOPAN_DATA)" if d in env else str(d) for d in dirs) or "no folder"
+    if not env:
+        raise ConfigError(
+            f"{what}: '{path}' not found (searched {tried}; LUOPAN_DATA is not set): set LUOPAN_DATA to the folder "
+            f"that holds the benchmark data (export LUOPAN_DATA=/path/to/datasets)"
+        )
     raise ConfigError(
-        f"{what}: '{path}' not found (searched {', '.join(tried)}); set LUOPAN_DATA to the folder that holds it"
+        f"{what}: '{path}' not found (searched {tried}): put it in LUOPAN_DATA or set LUOPAN_DATA to the folder "
+        f"that holds it"
     )
 
 

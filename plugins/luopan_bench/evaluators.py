@@ -71,6 +71,23 @@ class TruthfulQAMC2(Evaluator):
 class MathEquiv(Evaluator):
     metric = "math_equiv"
 
+    @classmethod
+    def environment(cls) -> list[str]:
+        """math-verify compares answers; without it sympy does (a smaller LaTeX subset). Without either, no two
+        different spellings of an answer would ever be equal: scores would be silently low."""
+        import importlib.util
+
+        def found(name: str) -> bool:
+            try:
+                return importlib.util.find_spec(name) is not None
+            except (ImportError, ValueError):
+                return False
+
+        if found("math_verify") or found("sympy"):
+            return []
+        return ["neither math-verify nor sympy is installed, so equivalent answers could not be recognised: "
+                "pip install 'luopan[math]'"]
+
     def score(self, samples: Sequence[Sample], outputs: Sequence[Any], ctx: EvalContext) -> list[ScoredSample]:
         from luopan_bench.mathans import equivalent, extract_answer, normalize
 

@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from luopan.components import Dataset
 from luopan.data import files_fingerprint, find_data
-from luopan.errors import ConfigError
+from luopan.errors import ConfigError, LuopanError
 from luopan.prompts import PromptTemplate, validate_template
 from luopan.types import Sample
 from luopan_code.programs import HUMANEVAL_STOPS
@@ -90,6 +90,17 @@ class CodeParams(BaseModel):
         return self
 
 
+def data_file(p: CodeParams) -> Path:
+    """The benchmark's jsonl file: ``path`` (a file, or a folder holding the standard file name) or the default
+    path, found like any data path."""
+    path = find_data(p.path or _DEFAULT_PATHS[p.benchmark], what=f"{p.benchmark} data")
+    if path.is_dir():
+        path = path / Path(_DEFAULT_PATHS[p.benchmark]).name
+        if not path.exists():
+            raise ConfigError(f"code: no {path.name} in {path.parent}")
+    return path
+
+
 class CodeDataset(Dataset):
     """HumanEval or MBPP problems as samples for the ``code_pass`` evaluator."""
 
@@ -97,15 +108,20 @@ class CodeDataset(Dataset):
 
     def __init__(self, **params: Any) -> None:
         p = self.params = CodeParams.model_validate(params)
-        self.path = find_data(p.path or _DEFAULT_PATHS[p.benchmark], what=f"{p.benchmark} data")
-        if self.path.is_dir():
-            self.path = self.path / Path(_DEFAULT_PATHS[p.benchmark]).name
-            if not self.path.exists():
-                raise ConfigError(f"code: no {self.path.name} in {self.path.parent}")
+        self.path = data_file(p)
         humaneval = p.benchmark == "humaneval"
         self._prompt = PromptTemplate("prompt", p.prompt or ("{{ prompt }}" if humaneval else MBPP_PROMPT))
         self._chat = PromptTemplate("chat_prompt", p.chat_prompt or (HUMANEVAL_CHAT if humaneval else MBPP_CHAT))
         self._rows: list[dict[str, Any]] | None = None
+
+    @classmethod
+    def preflight(cls, params: Any) -> list[str]:
+        """The benchmark's data file, found like any data path (nothing is read)."""
+        try:
+            data_file(params)
+        except LuopanError as exc:
+            return [str(exc)]
+        return []
 
     # ------------------------------------------------------------ data
     def rows(self) -> list[dict[str, Any]]:

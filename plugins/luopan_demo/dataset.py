@@ -30,6 +30,12 @@ class DemoParams(BaseModel):
 
 
 class DemoDataset(Dataset):
+    @classmethod
+    def preflight(cls, params: Any) -> list[str]:
+        if DATA.is_file():
+            return []
+        return [f"the demo data {DATA} is missing from this installation of luopan: reinstall it (pip install -e .)"]
+
     def __init__(self, kind: str = "mcq") -> None:
         self.kind = kind
         self.default_evaluator = "accuracy" if kind == "mcq" else "short_answer"

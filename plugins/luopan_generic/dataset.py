@@ -36,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from luopan.components import Dataset
 from luopan.data import files_fingerprint, find_data
-from luopan.errors import ConfigError
+from luopan.errors import ConfigError, LuopanError
 from luopan.prompts import PromptTemplate, validate_template
 from luopan.types import Sample
 from luopan_generic.fields import FieldError, RowField, choice_index, is_template
@@ -52,6 +52,7 @@ from luopan_generic.readers import (
     check_one_format,
     discover_splits,
     expand,
+    file_format,
     is_saved_dataset,
 )
 
@@ -206,6 +207,40 @@ class FilesParams(BaseModel):
         return self
 
 
+def _installed(name: str) -> bool:
+    """Whether the top-level package ``name`` can be imported, found without importing it."""
+    import importlib.util
+    import sys
+
+    if name in sys.modules:
+        return sys.modules[name] is not None
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def source_problems(source: Source, split: str, where: str) -> list[str]:
+    """What would stop reading ``split`` from ``source`` (found without reading it): a split that is not there,
+    a library the files need that is not installed."""
+    problems = []
+    splits = source.splits()
+    if split not in splits:
+        problems.append(f"no split '{split}' in {where} (splits: {', '.join(splits) or 'none'})")
+    needs = set()
+    if isinstance(source, DiskSource):
+        needs.add("datasets")
+    elif isinstance(source, FileSource):
+        try:
+            if any(file_format(f, source.fmt) == "parquet" for files in source.files.values() for f in files):
+                needs.add("pyarrow")
+        except LuopanError as exc:
+            problems.append(str(exc))
+    problems += [f"reading {where} needs the {name} package, which is not installed: pip install 'luopan[datasets]'"
+                 for name in sorted(needs) if not _installed(name)]
+    return problems
+
+
 @dataclass(slots=True)
 class _Head:
     """What every sample of one subset shares, for one number of shots."""
@@ -262,6 +297,20 @@ class FilesDataset(Dataset):
         self._rows: dict[str, SplitRows] = {}
         self._groups: dict[str, list[int]] | None = None
         self._heads: dict[tuple[str, int], _Head] = {}
+
+    @classmethod
+    def preflight(cls, params: Any) -> list[str]:
+        """The data files (found like any data path), the split scored among them, and the libraries they need;
+        nothing is read. A hub dataset needs the ``datasets`` package (its splits are the network's business)."""
+        p = params
+        if p.hub is not None:
+            return [] if _installed("datasets") else [
+                "hub datasets need the datasets package, which is not installed: pip install 'luopan[datasets]'"]
+        try:
+            source, _ = FilesDataset._open(p)
+        except LuopanError as exc:
+            return [str(exc)]
+        return source_problems(source, p.split, p.path or "files")
 
     # ------------------------------------------------------------ sources
     @staticmethod

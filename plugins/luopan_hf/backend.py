@@ -57,6 +57,28 @@ class HFBackend(Backend):
         self.reuse_prefix = True
         self.ignore_eos = False
 
+    # ------------------------------------------------------------ before anything loads
+    @classmethod
+    def environment(cls) -> list[str]:
+        from luopan_hf import checks
+
+        return checks.environment()
+
+    @classmethod
+    def preflight(cls, params: Any) -> list[str]:
+        """Packages, the model's files (a missing folder, a ``pkg:`` package not installed, a gguf_file not in
+        the folder), and a CUDA device or device map on a machine without a GPU; nothing is loaded."""
+        from luopan_hf import checks
+
+        return checks.preflight(params)
+
+    @classmethod
+    def ships_chat_template(cls, params: Any) -> bool | None:
+        """From the tokenizer config of a local folder, a hub cache snapshot or a GGUF's converted folder."""
+        from luopan_hf import checks
+
+        return checks.ships_chat_template(params)
+
     # ------------------------------------------------------------ identity
     def _resolved_dtype(self) -> str:
         if self.dtype != "auto":

@@ -138,6 +138,15 @@ class AnswersBackend(Backend):
     kind = "chat"
     capabilities = frozenset({"generate"})
 
+    @classmethod
+    def preflight(cls, params: Any) -> list[str]:
+        """The answer file of this model, found like any data path (nothing is read)."""
+        try:
+            _locate(params.path, params.model)
+        except ConfigError as exc:
+            return [str(exc)]
+        return []
+
     def __init__(self, path: str, model: str | None = None, format: str = "auto", choice: int = 0,
                  chunk_size: int = 4096) -> None:
         self.file = _locate(path, model)

@@ -27,3 +27,34 @@ def check_judges(config: Any, source: str) -> None:
             raise ConfigError(f"datasets[{i}] '{d.label}': pairwise: baseline '{baseline}' is not a model of this run "
                               f"(models: {', '.join(models)}); add it, e.g. with the answers backend for pregenerated "
                               f"answers")
+
+
+def file_problems(prompts: str = "builtin", votes: list[Any] | tuple[Any, ...] = (), *,
+                  arena: bool = False) -> list[str]:
+    """What a judging evaluator's options would stop on, found before any judge is asked: a judge prompt file or a
+    votes file that is not there, and numpy for the arena's Bradley-Terry ratings (pairwise)."""
+    from luopan.data import find_data
+    from luopan.errors import LuopanError
+
+    problems = []
+    if prompts not in ("builtin", "brief"):
+        try:
+            find_data(prompts, what="judge prompts")
+        except LuopanError as exc:
+            problems.append(str(exc))
+    for spec in votes:
+        try:
+            find_data(spec.path, what="votes")
+        except LuopanError as exc:
+            problems.append(str(exc))
+    if arena:
+        import importlib.util
+
+        try:
+            numpy = importlib.util.find_spec("numpy") is not None
+        except (ImportError, ValueError):
+            numpy = False
+        if not numpy:
+            problems.append("the arena's ratings need the numpy package, which is not installed: "
+                            "pip install 'luopan[judge]'")
+    return problems

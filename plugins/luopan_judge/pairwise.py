@@ -91,6 +91,14 @@ class Pairwise(Evaluator):
     metric = "win_rate"
     needs_judge = True
 
+    @classmethod
+    def preflight(cls, params: Any) -> list[str]:
+        """The judge prompt file, the votes files and numpy (the arena's ratings)."""
+        from luopan_judge.checks import file_problems
+
+        p = params if params is not None else PairwiseParams()
+        return file_problems(p.prompts, p.votes, arena=True)
+
     def __init__(self, **params: Any) -> None:
         self.p = PairwiseParams(**params)
         self.prompts = PromptSet(self.p.prompts) if self.p.judge else None

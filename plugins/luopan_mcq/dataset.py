@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from luopan.components import Dataset
 from luopan.data import files_fingerprint, find_data
-from luopan.errors import ConfigError
+from luopan.errors import ConfigError, LuopanError
 from luopan.prompts import PromptTemplate, validate_template
 from luopan.types import Sample
 from luopan_mcq.layouts import (
@@ -158,6 +158,16 @@ class McqCsvDataset(Dataset):
         self._questions: dict[Path, list[Question]] = {}
         self._prompts: dict[tuple[str, int], _SubjectPrompt] = {}
         self._fingerprint: tuple[frozenset[Path], str] | None = None
+
+    @classmethod
+    def preflight(cls, params: Any) -> list[str]:
+        """The data folder (found like any data path), its layout, eval split and subjects: what building the
+        loader checks, which reads one CSV header and lists the split's folder (no questions are read)."""
+        try:
+            cls.from_params(params)
+        except LuopanError as exc:
+            return [str(exc)]
+        return []
 
     @staticmethod
     def _detect(root: Path, eval_split: str | None) -> Layout:

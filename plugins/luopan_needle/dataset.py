@@ -15,12 +15,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from luopan import models
 from luopan.components import Dataset
 from luopan.data import files_fingerprint, find_data
-from luopan.errors import ConfigError
+from luopan.errors import ConfigError, LuopanError
 from luopan.types import Sample
 from luopan_needle.grid import Cell, Haystack, Prompt, PromptBuilder, Task
-from luopan_needle.tasks import TEMPLATES, TaskSpec, resolve_task, split_template
+from luopan_needle.tasks import TEMPLATES, TaskSpec, builtin_tasks, resolve_task, split_template
 from luopan_needle.text import OPENCC_CONFIGS, cjk_ratio, convert, unwrap_lines
 from luopan_needle.tokenizer import NeedleTokenizer, load_tokenizer
 
@@ -105,8 +106,74 @@ def haystack_files(spec: str | list[str]) -> list[Path]:
     return files
 
 
+def _installed(name: str) -> bool:
+    """Whether the top-level package ``name`` can be imported, found without importing it."""
+    import importlib.util
+    import sys
+
+    if name in sys.modules:
+        return sys.modules[name] is not None
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def needle_problems(p: NeedleParams) -> list[str]:
+    """What would stop building the grid, found without reading the haystack or loading the tokenizer: the
+    haystack files, task CSVs, the tokenizer's files and the packages the options need (OpenCC for
+    ``convert_haystack`` / ``convert_needles``, transformers for a model tokenizer, gguf for its GGUF)."""
+    problems = []
+    try:
+        haystack_files(p.haystack)
+    except LuopanError as exc:
+        problems.append(str(exc))
+    for option in ("convert_haystack", "convert_needles"):
+        if getattr(p, option) and not _installed("opencc"):
+            problems.append(f"{option}: {getattr(p, option)} converts Chinese script with OpenCC, and the opencc "
+                            f"package is not installed: pip install 'luopan[needle]'")
+            break
+    if p.tokenizer == "chars":
+        if p.gguf_file:
+            problems.append("gguf_file needs a tokenizer path, not 'chars'")
+    else:
+        if not _installed("transformers"):
+            problems.append(f"tokenizer '{p.tokenizer}' is read with transformers, which is not installed: "
+                            f"pip install 'luopan[hf]'")
+        try:
+            resolved = models.resolve(p.tokenizer, who="needle: tokenizer")
+            if p.gguf_file:
+                if resolved.local is None:
+                    raise ConfigError(f"needle: tokenizer '{p.tokenizer}' with gguf_file: give a local folder or "
+                                      f"pkg:<package>")
+                models.gguf_parts(resolved, p.gguf_file, who="needle: tokenizer")
+        except LuopanError as exc:
+            problems.append(str(exc))
+        if p.gguf_file and not _installed("gguf"):
+            problems.append("gguf_file: the tokenizer is read from the GGUF with the gguf package, which is not "
+                            "installed: pip install 'luopan[hf]'")
+    languages = [p.language] if p.language != "auto" else ["en", "zh"]
+    csvs = []
+    for task in p.tasks:
+        if isinstance(task, str):
+            csvs += [spec["csv"] for lang in languages
+                     if (spec := builtin_tasks().get(lang, {}).get(task)) and spec.get("csv")]
+        elif task.csv:
+            csvs.append(task.csv)
+    for path in dict.fromkeys(csvs):
+        try:
+            find_data(path, what="needle task csv")
+        except LuopanError as exc:
+            problems.append(str(exc))
+    return problems
+
+
 class NeedleDataset(Dataset):
     default_evaluator = "needle_match"
+
+    @classmethod
+    def preflight(cls, params: Any) -> list[str]:
+        return needle_problems(params)
 
     def __init__(self, tokenizer_obj: NeedleTokenizer | None = None, **params: Any) -> None:
         self.params = NeedleParams(**params)

@@ -80,6 +80,25 @@ def build_judge(spec: JudgeSpec, components: Components) -> Backend:
 class NeedleMatch(Evaluator):
     metric = "recall"
 
+    @classmethod
+    def preflight(cls, params: Any) -> list[str]:
+        """With ``fold_chinese`` (the default) any answer or key phrase with a Chinese character is folded with
+        OpenCC: without the package scoring would stop at the first one."""
+        import importlib.util
+        import sys
+
+        if params is None or not params.fold_chinese:
+            return []
+        try:
+            found = sys.modules["opencc"] is not None if "opencc" in sys.modules \
+                else importlib.util.find_spec("opencc") is not None
+        except (ImportError, ValueError):
+            found = False
+        if found:
+            return []
+        return ["fold_chinese folds traditional Chinese to simplified with OpenCC, and the opencc package is not "
+                "installed: pip install 'luopan[needle]' (or fold_chinese: false when no answer has Chinese)"]
+
     def __init__(self, fold_chinese: bool = True, judge: dict[str, Any] | JudgeSpec | None = None,
                  primary: str = "keyphrase", judge_backend: Backend | None = None) -> None:
         self.fold_chinese = fold_chinese

@@ -196,6 +196,19 @@ class OpenAIBackend(Backend):
 
     capabilities = frozenset({"loglikelihood", "generate"})
 
+    @classmethod
+    def environment(cls) -> list[str]:
+        from luopan_openai.checks import environment
+
+        return environment()
+
+    @classmethod
+    def preflight(cls, params: Any) -> list[str]:
+        """The SDK, the API key's variable and every ``env:`` header variable; nothing is sent."""
+        from luopan_openai.checks import preflight
+
+        return preflight(params)
+
     def __init__(self, **params: Any) -> None:
         self.p = OpenAIParams(**params)
         self.chunk_size = self.p.chunk_size

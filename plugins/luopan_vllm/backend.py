@@ -76,6 +76,42 @@ def engine_version() -> str:
         return "not installed"
 
 
+def _installed(name: str) -> bool:
+    """Whether the top-level package ``name`` can be imported, found without importing it."""
+    import importlib.util
+    import sys
+
+    if name in sys.modules:
+        return sys.modules[name] is not None
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def cuda_gpus() -> int | None:
+    """NVIDIA GPUs this process may use, found without importing torch: 0 when there is certainly none, None when
+    one seems present but cannot be counted (nvidia-smi on PATH, a ROCm device)."""
+    import os
+    import shutil
+    from pathlib import Path
+
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None and visible.strip() in ("", "-1"):
+        return 0
+    try:
+        n = sum(1 for _ in Path("/proc/driver/nvidia/gpus").iterdir())
+    except OSError:
+        n = 0
+    if not n:
+        n = sum(1 for _ in Path("/dev").glob("nvidia[0-9]*")) if Path("/dev").is_dir() else 0
+    if not n:
+        return None if shutil.which("nvidia-smi") or Path("/dev/kfd").exists() else 0
+    if visible:
+        n = min(n, len([x for x in visible.split(",") if x.strip()]))
+    return n
+
+
 class VLLMBackend(Backend):
     """``vllm.LLM`` in this process (CUDA). Both capabilities for either kind."""
 
@@ -105,6 +141,33 @@ class VLLMBackend(Backend):
         self.llm: Any = None
         self.tokenizer: Any = None
         self._sampling: Any = None  # vllm.SamplingParams
+
+    @classmethod
+    def environment(cls) -> list[str]:
+        problems = []
+        if not _installed("vllm"):
+            problems.append("the vllm package is not installed: pip install 'luopan[vllm]' (on a machine with a "
+                            "CUDA GPU)")
+        if cuda_gpus() == 0:
+            problems.append("vllm needs a CUDA GPU and none was found on this machine; use backend: hf or llamacpp "
+                            "here (luopan run ... --backend hf)")
+        return problems
+
+    @classmethod
+    def preflight(cls, params: Any) -> list[str]:
+        """The package, a CUDA GPU (as many as ``tensor_parallel_size``) and the model's folder; nothing is loaded."""
+        problems = cls.environment()
+        try:
+            resolved = models.resolve(params.path, who=WHO)
+            if resolved.local is not None:
+                models.weight_files(resolved, None, who=WHO)
+        except ConfigError as exc:
+            problems.append(str(exc))
+        gpus = cuda_gpus()
+        if gpus and params.tensor_parallel_size > gpus:
+            problems.append(f"tensor_parallel_size {params.tensor_parallel_size} needs as many GPUs and this machine has {gpus}; set "
+                            f"tensor_parallel_size: {gpus}")
+        return problems
 
     def identity(self) -> dict[str, Any]:
         local = self.resolved.local
