@@ -89,7 +89,7 @@ def _installed(name: str) -> bool:
 def no_gpu_here() -> bool:
     """True when this machine certainly has no GPU llama.cpp could offload to (checked without importing
     anything): not macOS (Metal), no NVIDIA GPU in /proc/driver/nvidia/gpus or /dev/nvidiaN, no nvidia-smi,
-    no ROCm device, or CUDA_VISIBLE_DEVICES hiding them all."""
+    no ROCm or WSL GPU device, or CUDA_VISIBLE_DEVICES hiding them all."""
     import shutil
     import sys
 
@@ -105,7 +105,7 @@ def no_gpu_here() -> bool:
         pass
     if Path("/dev").is_dir() and any(Path("/dev").glob("nvidia[0-9]*")):
         return False
-    return not (shutil.which("nvidia-smi") or Path("/dev/kfd").exists())
+    return not (shutil.which("nvidia-smi") or Path("/dev/kfd").exists() or Path("/dev/dxg").exists())
 
 
 class LlamaCppBackend(Backend):

@@ -96,7 +96,7 @@ def _installed(name: str) -> bool:
 
 def cuda_gpus() -> int | None:
     """NVIDIA GPUs this process may use, found without importing torch: 0 when there is certainly none, None when
-    one seems present but cannot be counted (nvidia-smi on PATH, a ROCm device)."""
+    one seems present but cannot be counted (nvidia-smi on PATH, a ROCm device, WSL's GPU)."""
     import os
     import shutil
     from pathlib import Path
@@ -111,7 +111,7 @@ def cuda_gpus() -> int | None:
     if not n:
         n = sum(1 for _ in Path("/dev").glob("nvidia[0-9]*")) if Path("/dev").is_dir() else 0
     if not n:
-        return None if shutil.which("nvidia-smi") or Path("/dev/kfd").exists() else 0
+        return None if shutil.which("nvidia-smi") or Path("/dev/kfd").exists() or Path("/dev/dxg").exists() else 0
     if visible:
         n = min(n, len([x for x in visible.split(",") if x.strip()]))
     return n
