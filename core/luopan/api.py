@@ -152,13 +152,14 @@ def evaluate(models: Sequence[str | Mapping[str, Any]], datasets: Sequence[str |
            "datasets": [dataset_entry(d, reg.presets["dataset"]) for d in datasets]}
     loc = load_located(yaml.safe_dump(doc, allow_unicode=True, sort_keys=False), "luopan.evaluate()")
     base = Path(base_dir) if base_dir is not None else Path.cwd()
-    config = resolve(loc, reg, base_dir=base.resolve(), backend=backend)
+    problems: list[str] = []  # every entry's problems, and every component's, at once
+    config = resolve(loc, reg, base_dir=base.resolve(), backend=backend, collect=problems)
     import warnings
 
-    from luopan.pipeline import data_dirs
+    from luopan.data import run_folders
     from luopan.preflight import check_run
 
-    for message in check_run(config, reg, data_dirs(config)):
+    for message in check_run(config, reg, run_folders(config), earlier=problems):
         warnings.warn(message, stacklevel=2)
     run = Run(config, reg, progress=progress)
     units = run.execute()

@@ -61,6 +61,7 @@ def _parser() -> Any:
     v = sub.add_parser("validate", help="check a run file without running it")
     v.add_argument("file")
     v.add_argument("--backend", help="check the run as --backend would run it")
+    v.add_argument("--debug", action="store_true", help="full tracebacks with the errors")
     ls = sub.add_parser("list", help="list registered components or presets")
     ls.add_argument("kind", nargs="?", choices=LIST_KINDS)
     w = sub.add_parser("which", help="which plugin, distribution or registry file defines NAME")
@@ -107,9 +108,14 @@ def _main(argv: Sequence[str] | None) -> int:
     try:
         return _dispatch(args)
     except ConfigErrors as exc:
+        if getattr(args, "debug", False):
+            import traceback
+
+            traceback.print_exc()
         for problem in exc.problems:
             print(f"error: {problem}", file=sys.stderr)
-        print(f"{len(exc.problems)} problems; nothing was run", file=sys.stderr)
+        if len(exc.problems) > 1:
+            print(f"{len(exc.problems)} problems; nothing was run", file=sys.stderr)
         return exc.exit_code
     except LuopanError as exc:
         if getattr(args, "debug", False):
@@ -150,8 +156,9 @@ def _dispatch(args: Any) -> int:
 
     from luopan.config import load_run
 
+    entry_problems: list[str] = []  # entries that did not resolve: reported with every other problem below
     if args.command == "run" and (args.model or args.dataset or args.print_config):
-        cfg = _one_line(args, reg)
+        cfg = _one_line(args, reg, entry_problems)
         if cfg is None:
             return 0
     elif args.command == "run" and not args.file:
@@ -168,17 +175,17 @@ def _dispatch(args: Any) -> int:
                 from luopan.errors import ConfigError
 
                 raise ConfigError(hint)
-        cfg = load_run(args.file, reg, backend=args.backend)
+        cfg = load_run(args.file, reg, backend=args.backend, collect=entry_problems)
     # packages, keys, data and model files, devices: every problem at once, before anything loads. A dry run
     # sends nothing, so it plans anyway and lists them as what a real run would stop on.
+    from luopan.data import run_folders
     from luopan.errors import ConfigErrors
-    from luopan.pipeline import data_dirs
     from luopan.preflight import check_run
 
     try:
-        warnings = check_run(cfg, reg, data_dirs(cfg))
+        warnings = check_run(cfg, reg, run_folders(cfg), earlier=entry_problems)
     except ConfigErrors as exc:
-        if not (args.command == "run" and args.dry_run):
+        if entry_problems or not (args.command == "run" and args.dry_run):
             raise
         warnings = [f"{p} (a real run stops here)" for p in exc.problems]
     for warning in warnings:
@@ -235,7 +242,7 @@ def _dispatch(args: Any) -> int:
     return 0
 
 
-def _one_line(args: Any, reg: Any) -> Any:
+def _one_line(args: Any, reg: Any, collect: list[str]) -> Any:
     """The run the one-line options describe, validated like a run file; None after --print-config."""
     import yaml
 
@@ -279,7 +286,7 @@ def _one_line(args: Any, reg: Any) -> Any:
     text = yaml.safe_dump(doc, allow_unicode=True, sort_keys=False)
     from pathlib import Path
 
-    cfg = resolve(load_located(text, "command line"), reg, base_dir=Path.cwd(), backend=args.backend)
+    cfg = resolve(load_located(text, "command line"), reg, base_dir=Path.cwd(), backend=args.backend, collect=collect)
     if args.print_config:
         print(text, end="")
         return None

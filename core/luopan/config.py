@@ -409,10 +409,12 @@ def _resolve_dataset(reg: Registry, loc: Located, i: int, raw: Any) -> ResolvedD
                            repeats=d.repeats)
 
 
-def resolve(loc: Located, reg: Registry, *, base_dir: Path | None = None, backend: str | None = None) -> RunConfig:
+def resolve(loc: Located, reg: Registry, *, base_dir: Path | None = None, backend: str | None = None,
+            collect: list[str] | None = None) -> RunConfig:
     """Validate and resolve a run file. ``backend`` (``luopan run --backend NAME``) replaces the backend of every
     evaluated model (judges keep theirs); each model keeps its identity (``params``) and takes that backend's
-    option block."""
+    option block. With ``collect`` (a list), the problems of single entries are appended to it and those entries
+    left out, so that the caller can check the others too and report everything at once."""
     data = loc.data
     if not isinstance(data, dict):
         raise ConfigError(f"{loc.source}: a run file must be a mapping with 'models' and 'datasets'")
@@ -448,9 +450,11 @@ def resolve(loc: Located, reg: Registry, *, base_dir: Path | None = None, backen
             datasets.append(_resolve_dataset(reg, loc, i, raw))
         except LuopanError as exc:
             problems.append(exc)
-    if len(problems) == 1:
+    if problems and collect is not None:
+        collect.extend(str(p) for p in problems)
+    elif len(problems) == 1:
         raise problems[0]
-    if problems:
+    elif problems:
         raise ConfigErrors([str(p) for p in problems])
 
     for kind, items in (("models", models), ("datasets", datasets)):
@@ -516,14 +520,15 @@ def _resolve_judges(loc: Located, models: list[ResolvedModel],
         d.judges = list(names)
 
 
-def load_run(target: str, reg: Registry, *, backend: str | None = None) -> RunConfig:
+def load_run(target: str, reg: Registry, *, backend: str | None = None,
+             collect: list[str] | None = None) -> RunConfig:
     """Load a run from a YAML file path, or from a run preset name (e.g. ``quickstart``). ``backend`` replaces
-    every model's backend (``--backend``)."""
+    every model's backend (``--backend``); ``collect``: see :func:`resolve`."""
     p = Path(target)
     if p.suffix in (".yaml", ".yml") or p.exists() or os.sep in target:
         if not p.exists():
             raise ConfigError(f"{target}: no such run file")
-        return resolve(load_located_file(p), reg, base_dir=p.resolve().parent, backend=backend)
+        return resolve(load_located_file(p), reg, base_dir=p.resolve().parent, backend=backend, collect=collect)
     if target in reg.presets["run"]:
         import yaml
 
@@ -531,6 +536,6 @@ def load_run(target: str, reg: Registry, *, backend: str | None = None) -> RunCo
         fields = {k: v for k, v in preset.fields.items() if k != "description"}
         loc = load_located(yaml.safe_dump(fields, allow_unicode=True, sort_keys=False),
                            f"run preset '{target}' ({preset.source})")
-        return resolve(loc, reg, backend=backend)
+        return resolve(loc, reg, backend=backend, collect=collect)
     hint = nearest(target, reg.presets["run"])
     raise ConfigError(f"{target}: no such run file or run preset" + (f" (did you mean '{hint}'?)" if hint else ""))

@@ -20,7 +20,7 @@ from typing import Any
 
 from luopan.errors import ConfigError
 
-__all__ = ["find_data", "files_fingerprint", "csv_records", "read_jsonl", "data_scope", "search_dirs"]
+__all__ = ["find_data", "files_fingerprint", "csv_records", "read_jsonl", "data_scope", "search_dirs", "run_folders"]
 
 _scope: ContextVar[tuple[Path, ...] | None] = ContextVar("luopan_data_dirs", default=None)
 
@@ -33,6 +33,16 @@ def data_scope(dirs: Sequence[Path]) -> Iterator[None]:
         yield
     finally:
         _scope.reset(token)
+
+
+def run_folders(config: Any) -> list[Path]:
+    """Where a run's datasets look for their files: the working folder, the run file's folder, ``run.data``
+    (relative to the run file) and ``$LUOPAN_DATA`` (``os.pathsep``-separated), as they are now."""
+    base = Path(config.base_dir)
+    dirs = [Path.cwd(), base]
+    dirs += [p if p.is_absolute() else base / p for p in map(Path, config.run.data)]
+    dirs += [Path(p) for p in os.environ.get("LUOPAN_DATA", "").split(os.pathsep) if p]
+    return list(dict.fromkeys(dirs))
 
 
 def search_dirs() -> list[Path]:

@@ -9,7 +9,6 @@ when a unit has uncached requests, so a fully cached rerun never touches the mod
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -20,7 +19,7 @@ import structlog
 from luopan.cache import RequestCache
 from luopan.components import Backend, Dataset, SummaryTable, UnitResult
 from luopan.config import ResolvedDataset, ResolvedModel, RunConfig
-from luopan.data import data_scope
+from luopan.data import data_scope, run_folders
 from luopan.errors import ConfigError
 from luopan.execution import RunContext, now_iso
 from luopan.files import atomic_write, ensure_dir
@@ -37,12 +36,8 @@ __all__ = ["Run", "Unit", "UnitSpec", "merge_shards", "print_plan", "format_esti
 
 
 def data_dirs(config: RunConfig) -> list[Path]:
-    """Where a run's datasets look for their files: the working folder, the run file's folder, ``run.data``
-    (relative to the run file) and ``$LUOPAN_DATA`` (``os.pathsep``-separated), read when the run is made."""
-    dirs = [Path.cwd(), config.base_dir]
-    dirs += [p if p.is_absolute() else config.base_dir / p for p in map(Path, config.run.data)]
-    dirs += [Path(p) for p in os.environ.get("LUOPAN_DATA", "").split(os.pathsep) if p]
-    return list(dict.fromkeys(dirs))
+    """Where a run's datasets look for their files (:func:`luopan.data.run_folders`)."""
+    return run_folders(config)
 
 
 class Run:

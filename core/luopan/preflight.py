@@ -19,7 +19,20 @@ from luopan.errors import ConfigErrors, LuopanError
 from luopan.plugins import Registry
 
 
-def _component_problems(reg: Registry, kind: str, name: str, params: dict[str, Any]) -> list[str]:
+def _default_evaluator(reg: Registry, loader: str) -> str | None:
+    """The evaluator a loader's samples are scored with when the entry names none (its class's default)."""
+    try:
+        return getattr(reg.get("dataset", loader).factory, "default_evaluator", None)
+    except LuopanError:
+        return None
+
+
+def _component_problems(reg: Registry, kind: str, name: str, params: dict[str, Any], *,
+                        quiet_invalid: bool = False) -> list[str]:
+    """``quiet_invalid``: options that do not validate are not reported here (a loader's default evaluator, whose
+    options the run validates when it builds it)."""
+    from pydantic import ValidationError
+
     from luopan.components import Component
 
     try:
@@ -32,6 +45,9 @@ def _component_problems(reg: Registry, kind: str, name: str, params: dict[str, A
         return []
     try:
         obj = model.model_validate(params) if model is not None else None  # type: ignore[attr-defined]
+    except ValidationError as exc:
+        return [] if quiet_invalid else [f"{kind} '{name}': {exc.errors()[0]['msg']}"]
+    try:
         return list(factory.preflight(obj))
     except LuopanError as exc:
         return [str(exc)]
@@ -82,15 +98,19 @@ def run_problems(config: RunConfig, reg: Registry, data_dirs: Sequence[Path]) ->
         for i, d in enumerate(config.datasets):
             for p in _component_problems(reg, "dataset", d.loader, d.params):
                 problems.append(f"{config.source}: datasets[{i}] '{d.label}' (loader {d.loader}): {p}")
-            if d.evaluator:
-                for p in _component_problems(reg, "evaluator", d.evaluator, d.evaluator_params):
-                    problems.append(f"{config.source}: datasets[{i}] '{d.label}' (evaluator {d.evaluator}): {p}")
+            evaluator = d.evaluator or _default_evaluator(reg, d.loader)
+            if evaluator:
+                for p in _component_problems(reg, "evaluator", evaluator, d.evaluator_params,
+                                             quiet_invalid=not d.evaluator):
+                    problems.append(f"{config.source}: datasets[{i}] '{d.label}' (evaluator {evaluator}): {p}")
     return list(dict.fromkeys(problems))
 
 
-def check_run(config: RunConfig, reg: Registry, data_dirs: Sequence[Path]) -> list[str]:
-    """Raise :class:`ConfigErrors` listing every problem; return the warnings (for the caller to show)."""
-    problems = run_problems(config, reg, data_dirs)
+def check_run(config: RunConfig, reg: Registry, data_dirs: Sequence[Path], *,
+              earlier: Sequence[str] = ()) -> list[str]:
+    """Raise :class:`ConfigErrors` listing every problem (``earlier``: those found while resolving the run file,
+    reported first); return the warnings (for the caller to show)."""
+    problems = list(earlier) + run_problems(config, reg, data_dirs)
     if problems:
         raise ConfigErrors(problems)
     return run_warnings(config, reg)
