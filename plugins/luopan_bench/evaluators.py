@@ -75,15 +75,9 @@ class MathEquiv(Evaluator):
     def environment(cls) -> list[str]:
         """math-verify compares answers; without it sympy does (a smaller LaTeX subset). Without either, no two
         different spellings of an answer would ever be equal: scores would be silently low."""
-        import importlib.util
+        from luopan.deps import installed
 
-        def found(name: str) -> bool:
-            try:
-                return importlib.util.find_spec(name) is not None
-            except (ImportError, ValueError):
-                return False
-
-        if found("math_verify") or found("sympy"):
+        if installed("math_verify") or installed("sympy"):
             return []
         return ["neither math-verify nor sympy is installed, so equivalent answers could not be recognised: "
                 "pip install 'luopan[math]'"]

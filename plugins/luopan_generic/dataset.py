@@ -36,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from luopan.components import Dataset
 from luopan.data import files_fingerprint, find_data
+from luopan.deps import installed
 from luopan.errors import ConfigError, LuopanError
 from luopan.prompts import PromptTemplate, validate_template
 from luopan.types import Sample
@@ -207,19 +208,6 @@ class FilesParams(BaseModel):
         return self
 
 
-def _installed(name: str) -> bool:
-    """Whether the top-level package ``name`` can be imported, found without importing it."""
-    import importlib.util
-    import sys
-
-    if name in sys.modules:
-        return sys.modules[name] is not None
-    try:
-        return importlib.util.find_spec(name) is not None
-    except (ImportError, ValueError):
-        return False
-
-
 def source_problems(source: Source, split: str, where: str) -> list[str]:
     """What would stop reading ``split`` from ``source`` (found without reading it): a split that is not there,
     a library the files need that is not installed."""
@@ -237,7 +225,7 @@ def source_problems(source: Source, split: str, where: str) -> list[str]:
         except LuopanError as exc:
             problems.append(str(exc))
     problems += [f"reading {where} needs the {name} package, which is not installed: pip install 'luopan[datasets]'"
-                 for name in sorted(needs) if not _installed(name)]
+                 for name in sorted(needs) if not installed(name)]
     return problems
 
 
@@ -304,7 +292,7 @@ class FilesDataset(Dataset):
         nothing is read. A hub dataset needs the ``datasets`` package (its splits are the network's business)."""
         p = params
         if p.hub is not None:
-            return [] if _installed("datasets") else [
+            return [] if installed("datasets") else [
                 "hub datasets need the datasets package, which is not installed: pip install 'luopan[datasets]'"]
         try:
             source, _ = FilesDataset._open(p)

@@ -4,59 +4,16 @@ Nothing here imports torch or transformers, or reads more than a few small files
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
-import shutil
-import sys
 from pathlib import Path
 from typing import Any
 
 from luopan import models
+from luopan.deps import cuda_gpus, missing, missing_line
 from luopan.errors import ConfigError
 
 WHO = "hf backend"
-
-
-def missing_packages(*names: str) -> list[str]:
-    """Which of the top-level packages ``names`` cannot be imported here (found without importing them)."""
-    out = []
-    for name in names:
-        if name in sys.modules:
-            if sys.modules[name] is None:  # how an uninstalled package is simulated
-                out.append(name)
-            continue
-        try:
-            if importlib.util.find_spec(name) is None:
-                out.append(name)
-        except (ImportError, ValueError):
-            out.append(name)
-    return out
-
-
-def packages_line(names: list[str], extra: str) -> str:
-    what = f"the {names[0]} package is" if len(names) == 1 else f"the {', '.join(names[:-1])} and {names[-1]} " \
-                                                                  f"packages are"
-    return f"{what} not installed: pip install 'luopan[{extra}]'"
-
-
-def cuda_gpus() -> int | None:
-    """NVIDIA GPUs this process may use, found without importing torch: 0 when there is certainly none, None when
-    one seems present but cannot be counted (nvidia-smi on PATH, a ROCm device, WSL's GPU)."""
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None and visible.strip() in ("", "-1"):
-        return 0
-    try:
-        n = sum(1 for _ in Path("/proc/driver/nvidia/gpus").iterdir())
-    except OSError:
-        n = 0
-    if not n:
-        n = sum(1 for _ in Path("/dev").glob("nvidia[0-9]*")) if Path("/dev").is_dir() else 0
-    if not n:
-        return None if shutil.which("nvidia-smi") or Path("/dev/kfd").exists() or Path("/dev/dxg").exists() else 0
-    if visible:
-        n = min(n, len([x for x in visible.split(",") if x.strip()]))
-    return n
 
 
 def _device_problem(device: str, gpus: int | None) -> str | None:
@@ -77,8 +34,8 @@ def _on_cpu_only(device_map: str | dict[str, Any]) -> bool:
 
 
 def environment() -> list[str]:
-    gone = missing_packages("torch", "transformers")
-    return [packages_line(gone, "hf")] if gone else []
+    gone = missing("torch", "transformers")
+    return [missing_line(gone, "hf")] if gone else []
 
 
 def preflight(p: Any) -> list[str]:
@@ -94,10 +51,10 @@ def preflight(p: Any) -> list[str]:
             models.weight_files(resolved, p.gguf_file, who=WHO)
         except ConfigError as exc:
             problems.append(str(exc))
-    if p.gguf_file and missing_packages("gguf"):
-        problems.append(f"gguf_file: {packages_line(['gguf'], 'hf')}")
-    if p.device_map is not None and missing_packages("accelerate"):
-        problems.append(f"device_map: {packages_line(['accelerate'], 'hf')}")
+    if p.gguf_file and missing("gguf"):
+        problems.append(f"gguf_file: {missing_line(['gguf'], 'hf')}")
+    if p.device_map is not None and missing("accelerate"):
+        problems.append(f"device_map: {missing_line(['accelerate'], 'hf')}")
     gpus = cuda_gpus()
     problem = _device_problem(p.device, gpus)
     if problem:

@@ -48,13 +48,9 @@ def file_problems(prompts: str = "builtin", votes: list[Any] | tuple[Any, ...] =
         except LuopanError as exc:
             problems.append(str(exc))
     if arena:
-        import importlib.util
+        from luopan.deps import installed
 
-        try:
-            numpy = importlib.util.find_spec("numpy") is not None
-        except (ImportError, ValueError):
-            numpy = False
-        if not numpy:
+        if not installed("numpy"):
             problems.append("the arena's ratings need the numpy package, which is not installed: "
                             "pip install 'luopan[judge]'")
     return problems

@@ -12,6 +12,7 @@ from typing import Any
 
 from luopan import models
 from luopan.components import Backend
+from luopan.deps import installed
 from luopan.errors import ConfigError
 from luopan.types import GenerationRequest, GenerationResult, LoglikelihoodRequest, LoglikelihoodResult
 
@@ -71,19 +72,6 @@ def physical_cores() -> int:
         except OSError:
             cores.add(("cpu", str(c)))
     return max(1, len(cores))
-
-
-def _installed(name: str) -> bool:
-    """Whether the top-level package ``name`` can be imported, found without importing it."""
-    import importlib.util
-    import sys
-
-    if name in sys.modules:
-        return sys.modules[name] is not None
-    try:
-        return importlib.util.find_spec(name) is not None
-    except (ImportError, ValueError):
-        return False
 
 
 def no_gpu_here() -> bool:
@@ -146,7 +134,7 @@ class LlamaCppBackend(Backend):
 
     @classmethod
     def environment(cls) -> list[str]:
-        if _installed("llama_cpp"):
+        if installed("llama_cpp"):
             return []
         return ["the llama_cpp package (llama-cpp-python) is not installed: pip install 'luopan[llamacpp]' "
                 "(it compiles llama.cpp: a few minutes the first time)"]

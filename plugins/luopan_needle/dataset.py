@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from luopan import models
 from luopan.components import Dataset
 from luopan.data import files_fingerprint, find_data
+from luopan.deps import installed
 from luopan.errors import ConfigError, LuopanError
 from luopan.types import Sample
 from luopan_needle.grid import Cell, Haystack, Prompt, PromptBuilder, Task
@@ -106,19 +107,6 @@ def haystack_files(spec: str | list[str]) -> list[Path]:
     return files
 
 
-def _installed(name: str) -> bool:
-    """Whether the top-level package ``name`` can be imported, found without importing it."""
-    import importlib.util
-    import sys
-
-    if name in sys.modules:
-        return sys.modules[name] is not None
-    try:
-        return importlib.util.find_spec(name) is not None
-    except (ImportError, ValueError):
-        return False
-
-
 def needle_problems(p: NeedleParams) -> list[str]:
     """What would stop building the grid, found without reading the haystack or loading the tokenizer: the
     haystack files, task CSVs, the tokenizer's files and the packages the options need (OpenCC for
@@ -129,7 +117,7 @@ def needle_problems(p: NeedleParams) -> list[str]:
     except LuopanError as exc:
         problems.append(str(exc))
     for option in ("convert_haystack", "convert_needles"):
-        if getattr(p, option) and not _installed("opencc"):
+        if getattr(p, option) and not installed("opencc"):
             problems.append(f"{option}: {getattr(p, option)} converts Chinese script with OpenCC, and the opencc "
                             f"package is not installed: pip install 'luopan[needle]'")
             break
@@ -137,7 +125,7 @@ def needle_problems(p: NeedleParams) -> list[str]:
         if p.gguf_file:
             problems.append("gguf_file needs a tokenizer path, not 'chars'")
     else:
-        if not _installed("transformers"):
+        if not installed("transformers"):
             problems.append(f"tokenizer '{p.tokenizer}' is read with transformers, which is not installed: "
                             f"pip install 'luopan[hf]'")
         try:
@@ -149,7 +137,7 @@ def needle_problems(p: NeedleParams) -> list[str]:
                 models.gguf_parts(resolved, p.gguf_file, who="needle: tokenizer")
         except LuopanError as exc:
             problems.append(str(exc))
-        if p.gguf_file and not _installed("gguf"):
+        if p.gguf_file and not installed("gguf"):
             problems.append("gguf_file: the tokenizer is read from the GGUF with the gguf package, which is not "
                             "installed: pip install 'luopan[hf]'")
     languages = [p.language] if p.language != "auto" else ["en", "zh"]

@@ -84,17 +84,9 @@ class NeedleMatch(Evaluator):
     def preflight(cls, params: Any) -> list[str]:
         """With ``fold_chinese`` (the default) any answer or key phrase with a Chinese character is folded with
         OpenCC: without the package scoring would stop at the first one."""
-        import importlib.util
-        import sys
+        from luopan.deps import installed
 
-        if params is None or not params.fold_chinese:
-            return []
-        try:
-            found = sys.modules["opencc"] is not None if "opencc" in sys.modules \
-                else importlib.util.find_spec("opencc") is not None
-        except (ImportError, ValueError):
-            found = False
-        if found:
+        if params is None or not params.fold_chinese or installed("opencc"):
             return []
         return ["fold_chinese folds traditional Chinese to simplified with OpenCC, and the opencc package is not "
                 "installed: pip install 'luopan[needle]' (or fold_chinese: false when no answer has Chinese)"]

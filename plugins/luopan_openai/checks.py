@@ -4,33 +4,15 @@ imports the SDK or touches the network."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
 from typing import Any
 
-
-def _missing(*names: str) -> list[str]:
-    out = []
-    for name in names:
-        if name in sys.modules:
-            if sys.modules[name] is None:
-                out.append(name)
-            continue
-        try:
-            if importlib.util.find_spec(name) is None:
-                out.append(name)
-        except (ImportError, ValueError):
-            out.append(name)
-    return out
+from luopan.deps import missing, missing_line
 
 
 def environment() -> list[str]:
-    gone = _missing("openai", "tenacity")
-    if not gone:
-        return []
-    what = f"the {gone[0]} package is" if len(gone) == 1 else "the openai and tenacity packages are"
-    return [f"{what} not installed: pip install 'luopan[api]'"]
+    gone = missing("openai", "tenacity")
+    return [missing_line(gone, "api")] if gone else []
 
 
 def preflight(p: Any) -> list[str]:

@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from luopan import models
 from luopan.components import Backend
-from luopan.deps import require
+from luopan.deps import cuda_gpus, installed, require
 from luopan.errors import ConfigError
 from luopan.tokenization import hf_chat_prompt, hf_encode, hf_prefix_token_id, split_pair
 from luopan.types import GenerationRequest, GenerationResult, LoglikelihoodRequest, LoglikelihoodResult
@@ -76,42 +76,6 @@ def engine_version() -> str:
         return "not installed"
 
 
-def _installed(name: str) -> bool:
-    """Whether the top-level package ``name`` can be imported, found without importing it."""
-    import importlib.util
-    import sys
-
-    if name in sys.modules:
-        return sys.modules[name] is not None
-    try:
-        return importlib.util.find_spec(name) is not None
-    except (ImportError, ValueError):
-        return False
-
-
-def cuda_gpus() -> int | None:
-    """NVIDIA GPUs this process may use, found without importing torch: 0 when there is certainly none, None when
-    one seems present but cannot be counted (nvidia-smi on PATH, a ROCm device, WSL's GPU)."""
-    import os
-    import shutil
-    from pathlib import Path
-
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None and visible.strip() in ("", "-1"):
-        return 0
-    try:
-        n = sum(1 for _ in Path("/proc/driver/nvidia/gpus").iterdir())
-    except OSError:
-        n = 0
-    if not n:
-        n = sum(1 for _ in Path("/dev").glob("nvidia[0-9]*")) if Path("/dev").is_dir() else 0
-    if not n:
-        return None if shutil.which("nvidia-smi") or Path("/dev/kfd").exists() or Path("/dev/dxg").exists() else 0
-    if visible:
-        n = min(n, len([x for x in visible.split(",") if x.strip()]))
-    return n
-
-
 class VLLMBackend(Backend):
     """``vllm.LLM`` in this process (CUDA). Both capabilities for either kind."""
 
@@ -145,7 +109,7 @@ class VLLMBackend(Backend):
     @classmethod
     def environment(cls) -> list[str]:
         problems = []
-        if not _installed("vllm"):
+        if not installed("vllm"):
             problems.append("the vllm package is not installed: pip install 'luopan[vllm]' (on a machine with a "
                             "CUDA GPU)")
         if cuda_gpus() == 0:
