@@ -17,6 +17,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import IO
 
@@ -28,6 +29,16 @@ EPILOG = ("environment: LUOPAN_DATA (the data folder; default ../shared/datasets
           "LUOPAN_BENCH_LOCK (default of --lock), LUOPAN_LMEVAL_PYTHON (default of --lmeval-python, where taken)")
 
 _held: list[IO[str]] = []  # open lock files, kept until the process exits
+
+
+def sh(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, str]:
+    """Run ``cmd``; its wall time and stdout, or exit with its output when it fails."""
+    t0 = time.perf_counter()
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    dt = time.perf_counter() - t0
+    if r.returncode != 0:
+        sys.exit(f"failed: {' '.join(cmd)}\n{r.stdout[-3000:]}\n{r.stderr[-6000:]}")
+    return dt, r.stdout
 
 
 def data_dir() -> Path:

@@ -24,9 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 from _common import (
@@ -38,6 +35,7 @@ from _common import (
     hold_lock,
     lmeval_cmd,
     lmeval_python,
+    sh,
     write_cmmlu_tasks,
 )
 
@@ -64,15 +62,6 @@ metric_list:
 metadata:
   version: 1.0
 """
-
-
-def sh(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, str]:
-    t0 = time.perf_counter()
-    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    dt = time.perf_counter() - t0
-    if r.returncode != 0:
-        sys.exit(f"failed: {' '.join(cmd)}\n{r.stdout[-3000:]}\n{r.stderr[-6000:]}")
-    return dt, r.stdout
 
 
 def luopan_run(work: Path, name: str, model_dir: Path, batch: int, dataset: str) -> tuple[float, Path]:

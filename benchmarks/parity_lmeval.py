@@ -38,7 +38,6 @@ import csv
 import json
 import math
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -55,6 +54,7 @@ from _common import (
     lmeval_cmd,
     lmeval_python,
     lmeval_tasks_dir,
+    sh,
 )
 
 HELLASWAG_UTILS = '''\
@@ -68,15 +68,6 @@ def process_docs(dataset):
 
     return dataset.map(_process_doc)
 '''
-
-
-def sh(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, str]:
-    t0 = time.perf_counter()
-    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    dt = time.perf_counter() - t0
-    if r.returncode != 0:
-        sys.exit(f"failed: {' '.join(cmd)}\n{r.stdout[-3000:]}\n{r.stderr[-6000:]}")
-    return dt, r.stdout
 
 
 def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
