@@ -26,18 +26,13 @@ from luopan.files import atomic_write, ensure_dir
 from luopan.planning import format_estimate, print_plan  # noqa: F401 - the CLI's and scripts' names
 from luopan.plugins import Registry
 from luopan.progress import Progress
-from luopan.runlog import close_run_log, configure_run_log, redact_text
+from luopan.runlog import close_run_log, configure_run_log
 from luopan.scoring import merge_shards
 from luopan.units import Unit, UnitSpec
 
 log = structlog.get_logger("luopan")
 
-__all__ = ["Run", "Unit", "UnitSpec", "merge_shards", "print_plan", "format_estimate", "data_dirs"]
-
-
-def data_dirs(config: RunConfig) -> list[Path]:
-    """Where a run's datasets look for their files (:func:`luopan.data.run_folders`)."""
-    return run_folders(config)
+__all__ = ["Run", "Unit", "UnitSpec", "merge_shards", "print_plan", "format_estimate"]
 
 
 class Run:
@@ -67,7 +62,7 @@ class Run:
             self.cache_path = None
         else:
             self.cache_path = Path(cache_cfg)
-        self.data_dirs = data_dirs(config)
+        self.data_dirs = run_folders(config)  # read once: the run's own, whatever the process does later
         self._ctx: RunContext | None = None
         self.units: list[Unit] = []
         self.started_at = ""
@@ -123,7 +118,7 @@ class Run:
 
     def _execute_logged(self, ctx: RunContext) -> list[UnitResult]:
         self.started_at = now_iso()
-        atomic_write(self.out / "config.yaml", redact_text(_dump_yaml(self.config.to_dict())))
+        atomic_write(self.out / "config.yaml", _dump_yaml(self.config.to_dict()))  # atomic_write redacts
         log.info("run_start", run_id=self.run_id, units=len(self.units), source=self.config.source)
         if ctx.cache.invalid:
             log.warning("cache_entries_invalid", path=str(self.cache_path), count=ctx.cache.invalid,

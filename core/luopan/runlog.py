@@ -8,9 +8,10 @@ from typing import Any
 
 import structlog
 
-from luopan.secrets import SECRET_KEYS, add_secret, redact_bytes, redact_text, secret_values  # noqa: F401
+from luopan.secrets import SECRET_KEYS, redact_text, secret_values
 
 _open_files: list[Any] = []
+
 
 def redact(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
     secrets = secret_values()
