@@ -141,3 +141,18 @@ def test_end_to_end_generation_with_a_chat_model(fresh_registry, tmp_path):
         assert p["extra"]["extracted"] in {"A", "B", "C", "D"}
         assert p["prediction"] == "ABCD".index(p["extra"]["extracted"])
     assert (out / "summary.md").is_file()
+
+
+def test_equal_power_of_two_lengths_skip_the_division_and_agree_with_it():
+    """Options of one power-of-two length take the plain arg-max (dividing by 2 is exact); any other length
+    divides. Both give lm-eval's answer, ties (first option wins) included."""
+    from luopan_mcq.accuracy import _score_likelihood
+
+    for choices, lls in [([" AB", " CD"], [-2.0, -1.0]), ([" AB", " CD"], [-1.0, -1.0]),
+                         ([" ABC", " DEF"], [-3.0000000000000004, -3.0]), ([" A", " BC"], [-1.5, -2.5])]:
+        sample = Sample("q", "s", "p", 0, choices=choices, meta={"target_delimiter": " "})
+        sc = _score_likelihood(sample, [LoglikelihoodResult(x) for x in lls])
+        texts = [c[1:] for c in choices]
+        want_chars = max(range(2), key=lambda i: lls[i] / len(texts[i]))
+        want_bytes = max(range(2), key=lambda i: lls[i] / len(texts[i].encode()))
+        assert sc.extra == {"acc_norm": float(want_chars == 0), "acc_bytes": float(want_bytes == 0)}

@@ -281,3 +281,24 @@ def test_secrets_never_reach_the_log_or_outputs(toy_registry, tmp_path, monkeypa
     for f in (tmp_path / "outputs").rglob("*"):
         if f.is_file() and f.suffix in (".log", ".json", ".jsonl", ".md", ".csv", ".yaml"):
             assert secret not in f.read_text(encoding="utf-8", errors="replace"), f
+
+
+def test_fewer_collections_raises_and_restores_the_gc_thresholds():
+    import gc
+
+    from luopan._gc import THRESHOLDS, fewer_collections
+
+    before = gc.get_threshold()
+    try:
+        gc.set_threshold(700, 10, 10)
+        with fewer_collections():
+            assert gc.get_threshold() == THRESHOLDS
+        assert gc.get_threshold() == (700, 10, 10)
+        gc.set_threshold(500_000, 10, 10)  # a caller's higher thresholds are never lowered
+        with fewer_collections():
+            assert gc.get_threshold() == (500_000, 10, 10)
+        gc.set_threshold(0)  # nor is a disabled collector turned on
+        with fewer_collections():
+            assert gc.get_threshold()[0] == 0
+    finally:
+        gc.set_threshold(*before)

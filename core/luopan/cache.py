@@ -158,6 +158,8 @@ class RequestCache:
         found: dict[bytes, Result] = {}
         unique = list(dict.fromkeys(keys))
         try:
+            if self._db.execute("SELECT 1 FROM responses LIMIT 1").fetchone() is None:
+                return found  # a new cache: nothing to look up
             for i in range(0, len(unique), 900):  # SQLite's bound-parameter limit
                 chunk = unique[i : i + 900]
                 marks = ",".join("?" * len(chunk))
@@ -184,7 +186,9 @@ class RequestCache:
         from luopan.secrets import redact_text, secret_values
 
         secrets = secret_values()
-        rows = sorted((k, redact_text(v.to_json(), secrets) if secrets else v.to_json()) for k, v in items)  # key order: fewer B-tree page splits
+        rows = [(k, v.to_json()) for k, v in items]
+        if secrets:
+            rows = [(k, redact_text(j, secrets)) for k, j in rows]
         if not rows:
             return
         db = self._db

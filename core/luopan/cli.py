@@ -76,10 +76,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     out, err, unraisable = sys.stdout, sys.stderr, sys.unraisablehook
     sys.unraisablehook = _unraisable
     try:
+        from luopan._gc import fewer_collections
         from luopan.secrets import RedactingStream
 
         sys.stdout, sys.stderr = RedactingStream(out), RedactingStream(err)
-        return _main(argv)
+        with fewer_collections():
+            return _main(argv)
     except KeyboardInterrupt:
         print("interrupted: finished requests are cached; rerun the same command to resume", file=sys.stderr)
         return 130

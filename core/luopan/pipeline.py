@@ -16,6 +16,7 @@ from typing import Any
 
 import structlog
 
+from luopan._gc import fewer_collections
 from luopan.cache import RequestCache
 from luopan.components import Backend, Dataset, SummaryTable, UnitResult
 from luopan.config import ResolvedDataset, ResolvedModel, RunConfig
@@ -97,12 +98,13 @@ class Run:
     # ------------------------------------------------------------ plan and execute
     def plan(self) -> list[Unit]:
         """Build every unit's samples, requests and cache keys. Executes nothing."""
-        self.units = self.ctx.plan()
+        with fewer_collections():
+            self.units = self.ctx.plan()
         return self.units
 
     def execute(self) -> list[UnitResult]:
         """Run every unit, write the summaries, call the hooks (all with the run's data folders)."""
-        with data_scope(self.data_dirs):
+        with data_scope(self.data_dirs), fewer_collections():
             return self._execute()
 
     def _execute(self) -> list[UnitResult]:

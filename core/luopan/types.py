@@ -114,7 +114,7 @@ class LoglikelihoodResult:
     def to_json(self) -> str:
         """Compact cache form: ``[logprob, is_greedy, n_tokens]`` (decoded by :func:`result_from_json`)."""
         lp = self.logprob
-        if lp != lp or lp in (float("inf"), float("-inf")):
+        if lp - lp != 0.0:  # NaN or an infinity: JSON has no literal for them
             import json
 
             return json.dumps([lp, int(self.is_greedy), self.n_tokens])

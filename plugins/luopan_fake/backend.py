@@ -42,6 +42,8 @@ class FakeBackend(Backend):
         return {"backend": "fake", "seed": self.seed, "version": 1}
 
     def _served(self, texts: Sequence[str]) -> None:
+        if self.fail is None and not self.delay_s and not self.calls_log:
+            return
         if self.fail is not None:
             for t in texts:
                 if self.fail in t:
@@ -53,12 +55,17 @@ class FakeBackend(Backend):
                 fh.writelines(f"{_h(t):08x}{len(t):x}\n" for t in texts)
 
     def loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> list[LoglikelihoodResult]:
-        self._served([r.context + "\x01" + r.continuation for r in requests])
-        s = str(self.seed)
-        return [
-            LoglikelihoodResult(-(_h(s, r.context, r.continuation) % 10_000) / 1000.0, False, len(r.continuation))
-            for r in requests
-        ]
+        if self.fail is not None or self.delay_s or self.calls_log:
+            self._served([r.context + "\x01" + r.continuation for r in requests])
+        seed = f"{self.seed}\x00".encode()
+        out = []
+        last_ctx, head = None, 0
+        for r in requests:  # _h(seed, context, continuation), the context's part computed once per question
+            if r.context != last_ctx:
+                last_ctx, head = r.context, zlib.crc32(f"{r.context}\x00".encode(), zlib.crc32(seed))
+            h = zlib.crc32(r.continuation.encode(), head)
+            out.append(LoglikelihoodResult(-(h % 10_000) / 1000.0, False, len(r.continuation)))
+        return out
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
         texts = [r.prompt if r.prompt is not None else repr(r.messages) for r in requests]

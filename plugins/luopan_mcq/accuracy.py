@@ -85,6 +85,31 @@ def _gold(sample: Sample, labels: Sequence[str]) -> int:
     raise ValueError(f"accuracy: sample {sample.id}: target {target!r} is not an option index or label")
 
 
+_Norms = tuple[tuple[int, ...] | None, tuple[int, ...] | None]
+_NORMS: dict[tuple[tuple[str, ...], str], _Norms] = {}
+
+
+def _norms(choices: tuple[str, ...], delim: str) -> _Norms:
+    """Each choice's length in characters and in UTF-8 bytes, without the target delimiter in front of it;
+    None where every choice has the same power-of-two length (dividing by it is exact, so the normalised
+    arg-max is the plain one). Memoised: most benchmarks repeat a few option lists over every question."""
+    key = (choices, delim)
+    got = _NORMS.get(key)
+    if got is None:
+        texts = [c[len(delim):] if delim and c.startswith(delim) else c for c in choices]
+        chars = tuple(max(1, len(t)) for t in texts)
+        nbytes = tuple(max(1, len(t.encode("utf-8"))) for t in texts)
+        got = (None if _uniform_pow2(chars) else chars, None if _uniform_pow2(nbytes) else nbytes)
+        if len(_NORMS) < 10_000:
+            _NORMS[key] = got
+    return got
+
+
+def _uniform_pow2(lengths: tuple[int, ...]) -> bool:
+    n = lengths[0]
+    return n & (n - 1) == 0 and lengths.count(n) == len(lengths)
+
+
 def _score_likelihood(sample: Sample, results: Sequence[LoglikelihoodResult]) -> ScoredSample:
     choices = sample.choices or []
     if len(results) != len(choices) or not choices:
@@ -95,10 +120,9 @@ def _score_likelihood(sample: Sample, results: Sequence[LoglikelihoodResult]) ->
     lls = [r.logprob for r in results]
     pred = _argmax(lls)
     # lm-eval normalises by the choice's own length, without the delimiter in front of it
-    delim = sample.meta.get("target_delimiter") or ""
-    texts = [c[len(delim):] if delim and c.startswith(delim) else c for c in choices]
-    by_chars = _argmax([ll / max(1, len(c)) for ll, c in zip(lls, texts)])
-    by_bytes = _argmax([ll / max(1, len(c.encode("utf-8"))) for ll, c in zip(lls, texts)])
+    chars, nbytes = _norms(tuple(choices), sample.meta.get("target_delimiter") or "")
+    by_chars = pred if chars is None else _argmax([ll / n for ll, n in zip(lls, chars)])
+    by_bytes = pred if nbytes is None else _argmax([ll / n for ll, n in zip(lls, nbytes)])
     return ScoredSample(
         sample.id,
         sample.subset,
