@@ -402,6 +402,9 @@ def test_ctrl_c_during_any_import_of_start_up_is_one_line(tmp_path, module):
     assert "Traceback" not in r.stderr, r.stderr[-3000:]
     if module in sys.stdlib_module_names and r.returncode == 0:
         return  # imported before luopan's code starts (by the interpreter's own start-up): nothing to interrupt
+    if module == "rich":  # drawn bars only: a run whose stderr is not a terminal never imports rich
+        assert r.returncode == 0, (r.returncode, r.stderr[-2000:])
+        return
     assert r.returncode == 130 and r.stderr.strip().startswith("interrupted"), (r.returncode, r.stderr[-2000:])
 
 

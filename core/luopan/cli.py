@@ -89,6 +89,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout, sys.stderr, sys.unraisablehook = out, err, unraisable
 
 
+class _HideRich:
+    """A finder that makes ``rich`` unimportable while it is on ``sys.meta_path``."""
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:
+        if name == "rich" or name.startswith("rich."):
+            raise ImportError(f"{name} is hidden while structlog is imported", name=name)
+
+
+def _import_structlog() -> None:
+    """Import structlog without its rich integration. structlog's import brings in rich's traceback and
+    pretty-printing for its console renderer (about 50 ms, a twentieth of a fast run), which luopan never uses:
+    its log is JSON lines. Only the command line does this (its process is luopan's own); the progress bar
+    imports rich later as usual."""
+    if "structlog" in sys.modules or "rich" in sys.modules:
+        return
+    hide = _HideRich()
+    sys.meta_path.insert(0, hide)
+    try:
+        import structlog  # noqa: F401
+    finally:
+        sys.meta_path.remove(hide)
+
+
 def _unraisable(info: Any) -> None:
     """A Ctrl-C that lands inside a callback Python cannot raise from (a weak reference's, during an import)
     would be printed as "Exception ignored" and then lost: deliver it to the main thread again instead."""
@@ -139,6 +162,8 @@ def _dispatch(args: Any) -> int:
     from luopan.plugins import get_registry
 
     reg = get_registry()
+    if args.command in ("run", "validate"):
+        _import_structlog()
     if args.command == "plugins":
         return _plugins(reg)
     if args.command == "list":
