@@ -80,7 +80,7 @@ def test_built_in_and_contrib_plugins_use_only_public_kernel_names():
 @pytest.mark.parametrize("source", [
     "from luopan.pipeline import Run\n",
     "from luopan.plugins import get_registry\n",
-    "from luopan.cache import RequestCache\n",
+    "from luopan.cache import canonical_json\n",
     "import luopan.resolver\n",
     "import luopan\nluopan.execution.RunContext\n",
     "from luopan import pipeline\n",

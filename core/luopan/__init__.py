@@ -20,6 +20,7 @@ _HOME: dict[str, str] = {
     "evaluate": "api", "load_results": "api", "Results": "api", "Score": "api",
     # hooks and the plugin contract
     "hookimpl": "hookspecs", "Register": "hookspecs", "RegisterPreset": "hookspecs", "RunView": "hookspecs",
+    "RunnerHost": "hookspecs",
     # components plugins implement, and what they receive and return
     "Backend": "components", "Dataset": "components", "Evaluator": "components", "Summarizer": "components",
     "Runner": "components", "EvalContext": "components", "Components": "components", "UnitResult": "components",
@@ -31,7 +32,8 @@ _HOME: dict[str, str] = {
     "Result": "types",
     # runs and units (runners, run_finish hooks)
     "RunConfig": "config", "ResolvedModel": "config", "ResolvedDataset": "config", "generation_config": "config",
-    "Unit": "units", "UnitSpec": "units",
+    "Unit": "units", "UnitSpec": "units", "execute_spec": "execution", "RequestCache": "cache",
+    "load_registry": "plugins",
     # errors
     "LuopanError": "errors", "ConfigError": "errors", "MissingDependencyError": "errors",
     "PluginLoadError": "errors", "InputTooLongError": "backend_errors", "OutputError": "files",
@@ -52,6 +54,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time names load on first
 
     from luopan.api import Results, Score, evaluate, load_results
     from luopan.backend_errors import InputTooLongError
+    from luopan.cache import RequestCache
     from luopan.components import (
         Backend,
         Components,
@@ -67,9 +70,10 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time names load on first
     from luopan.data import csv_records, files_fingerprint, find_data, read_jsonl
     from luopan.deps import require
     from luopan.errors import ConfigError, LuopanError, MissingDependencyError, PluginLoadError
+    from luopan.execution import execute_spec
     from luopan.files import OutputError, atomic_write, ensure_dir, safe_name
-    from luopan.hookspecs import Register, RegisterPreset, RunView, hookimpl
-    from luopan.plugins import nearest
+    from luopan.hookspecs import Register, RegisterPreset, RunnerHost, RunView, hookimpl
+    from luopan.plugins import load_registry, nearest
     from luopan.prompts import PromptTemplate, TemplateRenderError, validate_template
     from luopan.report import to_markdown
     from luopan.secrets import add_secret

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -93,6 +94,8 @@ class RequestCache:
     def __init__(self, path: str | Path | None, *, readonly: bool = False) -> None:
         self.path = Path(path) if path is not None else None
         self._db: sqlite3.Connection | None = None
+        #: one connection, used by whichever thread executes a unit (runners may run several at once)
+        self._lock = threading.RLock()
         #: entries found but unusable (they did not decode as the expected result): asked again
         self.invalid = 0
         if self.path is None:
@@ -104,12 +107,13 @@ class RequestCache:
         if readonly:  # a dry run: look up, create and write nothing
             if p.exists():
                 self._db = self._open(lambda: sqlite3.connect(f"{p.resolve().as_uri()}?mode=ro", uri=True,
-                                                              timeout=60), write=False)
+                                                              timeout=60, check_same_thread=False), write=False)
             return
         from luopan.files import ensure_dir
 
         ensure_dir(p.parent, "cache folder")
-        self._db = self._open(lambda: sqlite3.connect(p, timeout=60, isolation_level=None), write=True)
+        self._db = self._open(lambda: sqlite3.connect(p, timeout=60, isolation_level=None,
+                                                            check_same_thread=False), write=True)
 
     def _open(self, connect: Any, *, write: bool) -> sqlite3.Connection:
         p = self.path
@@ -157,9 +161,21 @@ class RequestCache:
             return {}
         found: dict[bytes, Result] = {}
         unique = list(dict.fromkeys(keys))
+        with self._lock:
+            self._lookup(unique, found)
+        if expect is not None:
+            for k, t in zip(keys, expect):
+                r = found.get(k)
+                if r is not None and type(r) is not t:
+                    del found[k]
+                    self.invalid += 1
+        return found
+
+    def _lookup(self, unique: Sequence[bytes], found: dict[bytes, Result]) -> None:
+        assert self._db is not None
         try:
             if self._db.execute("SELECT 1 FROM responses LIMIT 1").fetchone() is None:
-                return found  # a new cache: nothing to look up
+                return  # a new cache: nothing to look up
             for i in range(0, len(unique), 900):  # SQLite's bound-parameter limit
                 chunk = unique[i : i + 900]
                 marks = ",".join("?" * len(chunk))
@@ -172,13 +188,6 @@ class RequestCache:
         except sqlite3.DatabaseError as exc:
             raise CacheError(f"{self.path}: cannot read the request cache: {_cause(exc)}; move it aside "
                              f"(mv {self.path} {self.path}.bad) and rerun: every request will be asked again") from None
-        if expect is not None:
-            for k, t in zip(keys, expect):
-                r = found.get(k)
-                if r is not None and type(r) is not t:
-                    del found[k]
-                    self.invalid += 1
-        return found
 
     def put_many(self, items: Iterable[tuple[bytes, Result]]) -> None:
         if self._db is None:
@@ -191,7 +200,13 @@ class RequestCache:
             rows = [(k, redact_text(j, secrets)) for k, j in rows]
         if not rows:
             return
+        with self._lock:
+            self._insert(rows)
+
+    def _insert(self, rows: list[tuple[bytes, str]]) -> None:
         db = self._db
+        if db is None:
+            return
         try:
             db.execute("BEGIN IMMEDIATE")
             try:
@@ -206,15 +221,42 @@ class RequestCache:
         except sqlite3.Error as exc:
             raise CacheError(f"{self.path}: cannot write to the request cache: {_cause(exc)}") from None
 
-    def __len__(self) -> int:
+    def merge(self, other: str | Path) -> int:
+        """Copy every entry of another request cache (a worker's, a job array task's) that this one lacks;
+        returns how many were new. Entries are copied as stored, in one transaction."""
         if self._db is None:
             return 0
-        return self._db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
+        src = Path(other)
+        if not src.is_file():
+            raise CacheError(f"{src}: no such request cache to merge")
+        with self._lock:
+            db = self._db
+            try:
+                before = db.total_changes
+                db.execute("ATTACH DATABASE ? AS other", (str(src),))
+                try:
+                    db.execute("BEGIN IMMEDIATE")
+                    db.execute("INSERT OR IGNORE INTO main.responses SELECT key, value FROM other.responses")
+                    db.execute("COMMIT")
+                finally:
+                    if db.in_transaction:
+                        db.execute("ROLLBACK")
+                    db.execute("DETACH DATABASE other")
+                return db.total_changes - before
+            except sqlite3.Error as exc:
+                raise CacheError(f"{src}: cannot merge it into the request cache {self.path}: {_cause(exc)}") from None
+
+    def __len__(self) -> int:
+        with self._lock:
+            if self._db is None:
+                return 0
+            return self._db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
 
     def close(self) -> None:
-        if self._db is not None:
-            self._db.close()
-            self._db = None
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
 
 
 def _bad() -> Any:

@@ -37,6 +37,8 @@ def _parser() -> Any:
     r.add_argument("--output-dir", help="override run.output_dir (relative paths: from the working folder)")
     r.add_argument("--name", help="override run.name (the output sub-folder)")
     r.add_argument("--backend", help="run every model with this backend (its preset's identity kept)")
+    r.add_argument("--runner", help="override run.runner: local (default), ray, slurm (luopan list runner)")
+    r.add_argument("--address", help="for runners that join a cluster (ray): auto, or HOST:PORT of its head")
     one = r.add_argument_group("one-line runs (no run file)")
     one.add_argument("--model", action="append", default=[], metavar="MODEL",
                      help="a model preset, hf:PATH, llamacpp:FILE.gguf or openai:MODEL; repeat or comma-separate")
@@ -87,6 +89,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     finally:
         sys.stdout, sys.stderr, sys.unraisablehook = out, err, unraisable
+
+
+def _runner_flags(args: Any, cfg: Any, reg: Any) -> None:
+    """``--runner`` and ``--address``, checked like the run file's ``run.runner`` and ``run.<runner>``."""
+    from luopan.errors import ConfigError, LuopanError
+
+    if args.runner:
+        try:
+            reg.get("runner", args.runner)
+        except LuopanError as exc:
+            raise ConfigError(f"--runner: {exc}") from None
+        cfg.run.runner = args.runner
+    if args.address:
+        extra = cfg.run.model_extra if cfg.run.model_extra is not None else {}
+        block = dict(extra.get(cfg.run.runner) or {}, address=args.address)
+        comp = reg.get("runner", cfg.run.runner)
+        try:
+            comp.validate_params(block)
+        except Exception:
+            raise ConfigError(f"--address: runner '{cfg.run.runner}' does not join a cluster (it takes no "
+                              f"address); use --runner ray") from None
+        extra[cfg.run.runner] = block
 
 
 class _HideRich:
@@ -203,6 +227,8 @@ def _dispatch(args: Any) -> int:
 
                 raise ConfigError(hint)
         cfg = load_run(args.file, reg, backend=args.backend, collect=entry_problems)
+    if args.command == "run" and (args.runner or args.address):
+        _runner_flags(args, cfg, reg)
     # packages, keys, data and model files, devices: every problem at once, before anything loads. A dry run
     # sends nothing, so it plans anyway and lists them as what a real run would stop on.
     from luopan.data import run_folders
@@ -239,6 +265,8 @@ def _dispatch(args: Any) -> int:
     run.plan()
     if args.dry_run:
         print_plan(run)
+        for line in run.runner_plan():
+            print(line)
         return 0
     results = run.execute()
     from luopan.report import to_markdown

@@ -247,7 +247,20 @@ class Summarizer(Component):
 
 
 class Runner(Component):
-    """Executes units. ``execute(unit)`` does one unit and returns its :class:`UnitResult`."""
+    """Executes units. ``execute(unit)`` does one unit and returns its :class:`UnitResult` (a unit that fails is
+    recorded as its result; the run goes on). Runners that answer requests elsewhere (other processes, other
+    machines) get what they need through :meth:`attach` before :meth:`run`."""
+
+    def attach(self, host: Any) -> None:  # noqa: B027 - optional hook
+        """Called once before :meth:`run` with the run's :class:`luopan.hookspecs.RunnerHost`."""
+
+    def plan_lines(self, units: Sequence[Any]) -> list[str]:
+        """What ``luopan run --dry-run`` prints about where the units would run (the local runner: nothing).
+        Called after :meth:`attach`; it must start and submit nothing."""
+        return []
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release what :meth:`attach` or :meth:`run` acquired (workers, a cluster connection)."""
 
     @abstractmethod
     def run(self, units: Sequence[Any], execute: Callable[[Any], UnitResult]) -> list[UnitResult]: ...

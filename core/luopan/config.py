@@ -39,7 +39,12 @@ class GenerationSpec(_Strict):
     seed: int | None = None
 
 
-class RunSection(_Strict):
+class RunSection(BaseModel):
+    """``run:``. Besides these keys it takes one options block per runner, named after it (``ray: {...}``,
+    ``slurm: {...}``), validated by that runner's params; a key that names no runner is an error."""
+
+    model_config = ConfigDict(extra="allow")
+
     name: str | None = None
     output_dir: str = "outputs"
     #: folders searched for dataset files (relative to the run file), before $LUOPAN_DATA
@@ -48,6 +53,15 @@ class RunSection(_Strict):
     cache: bool | str = True
     runner: str = "local"
     summarizer: str = "default"
+
+
+class ResourceSpec(_Strict):
+    """What one replica of a model needs, for runners that place replicas (ray, slurm); the local runner runs
+    one replica in its own process and ignores it."""
+
+    replicas: int = Field(default=1, ge=1, le=10_000)
+    num_gpus: float = Field(default=0, ge=0)
+    num_cpus: float = Field(default=1, gt=0)
 
 
 class ModelSpec(_Strict):
@@ -61,6 +75,7 @@ class ModelSpec(_Strict):
     description: str | None = None
     #: "judge": this model only judges (datasets name it in ``judge:``); it is not evaluated itself
     role: Literal["model", "judge"] = "model"
+    resources: ResourceSpec = Field(default_factory=ResourceSpec)
 
 
 class DatasetSpec(_Strict):
@@ -104,6 +119,8 @@ class ResolvedModel:
     role: str = "model"
     #: whether ``kind`` was written (in the entry or its preset) rather than defaulted to "base"
     kind_given: bool = True
+    #: replicas and what each needs (runners that place replicas read it)
+    resources: dict[str, Any] = field(default_factory=lambda: ResourceSpec().model_dump())
 
 
 @dataclass
@@ -390,7 +407,7 @@ def _resolve_model(reg: Registry, loc: Located, i: int, raw: Any, backend: str |
     params = _backend_params(reg, loc, i, m, raw, blocks, chosen, overridden=swap is not None)
     label = m.name or m.preset or chosen
     return ResolvedModel(label, chosen, m.kind or "base", params, m.generation.model_dump(), m.system_prompt,
-                         m.preset, m.role, kind_given=m.kind is not None)
+                         m.preset, m.role, kind_given=m.kind is not None, resources=m.resources.model_dump())
 
 
 def _resolve_dataset(reg: Registry, loc: Located, i: int, raw: Any) -> ResolvedDataset:
@@ -435,6 +452,7 @@ def resolve(loc: Located, reg: Registry, *, base_dir: Path | None = None, backen
             reg.get(comp_kind, name)
         except LuopanError as exc:
             raise type(exc)(f"{loc.where(('run', key))}: run.{key}: {exc}") from exc.__cause__
+    _check_runner_blocks(reg, loc, top.run)
 
     # every entry is resolved even when an earlier one is wrong: all of their problems are reported at once
     problems: list[LuopanError] = []
@@ -472,6 +490,33 @@ def resolve(loc: Located, reg: Registry, *, base_dir: Path | None = None, backen
     except ConfigError as exc:
         raise ConfigError(f"{loc.source}: {exc}") from None
     return cfg
+
+
+def runner_params(run: RunSection) -> dict[str, Any]:
+    """The options block of the chosen runner (``run.<runner>``), as written."""
+    block = (run.model_extra or {}).get(run.runner)
+    return dict(block) if isinstance(block, dict) else {}
+
+
+def _check_runner_blocks(reg: Registry, loc: Located, run: RunSection) -> None:
+    """Each extra key of ``run:`` must name a runner and hold its options (validated by that runner)."""
+    runners = reg.components["runner"]
+    for key, block in (run.model_extra or {}).items():
+        if key not in runners:
+            names = [*RunSection.model_fields, *runners]
+            hint = nearest(str(key), names)
+            raise ConfigError(f"{loc.where(('run', key))}: run: unknown key '{key}'"
+                              + (f" (did you mean '{hint}'?)" if hint else f"; valid keys: {', '.join(names)}"))
+        if not isinstance(block, dict):
+            raise ConfigError(f"{loc.where(('run', key))}: run.{key}: the options of runner '{key}' must be a "
+                              f"mapping (got {block!r})")
+        comp = runners[key]
+        try:
+            comp.validate_params(block)
+        except ValidationError as exc:
+            raise _format_pydantic(exc, loc, ("run", key), comp.params, f"runner '{key}': ") from None
+        except TypeError as exc:
+            raise ConfigError(f"{loc.where(('run', key))}: run.{key}: {exc}") from None
 
 
 def _check_names(loc: Located, run: RunSection, models: list[ResolvedModel],

@@ -33,7 +33,7 @@ import pluggy
 
 if TYPE_CHECKING:
     from luopan.components import Dataset, SummaryTable, UnitResult
-    from luopan.config import ResolvedDataset, RunConfig
+    from luopan.config import ResolvedDataset, ResolvedModel, RunConfig
     from luopan.units import Unit, UnitSpec
 
 PROJECT = "luopan"
@@ -80,6 +80,46 @@ class RunView(Protocol):
     def add_tables(self, tables: Sequence[SummaryTable]) -> None: ...
 
     def dataset(self, spec: ResolvedDataset) -> Dataset: ...
+
+
+class RunnerHost(Protocol):
+    """What a runner gets from the run (:meth:`luopan.components.Runner.attach`) to place work elsewhere.
+
+    ``config``, ``out``, ``data_dirs`` (the run's data folders, in search order) and ``cache_path`` (the driver's
+    request cache; None when caching is off) describe the run; ``runner_params`` is the runner's validated
+    options block (``run.<runner>``). ``delegate_backends(factory)`` makes ``factory(model, backend)`` answer a
+    model's requests instead of its backend loaded here (the backend passed is built, never loaded: its identity
+    still makes the cache keys, and the driver still records every answer in its cache as it arrives).
+    ``merge_cache(path)`` copies another request cache's entries into the driver's; ``refresh(unit)`` looks the
+    unit's requests up again after that; ``fail(unit, error)`` records a unit that could not run as failed;
+    ``log(event, **fields)`` writes to the run's ``run.log``; ``status(text)`` shows a line on the console."""
+
+    @property
+    def config(self) -> RunConfig: ...
+
+    @property
+    def out(self) -> Path: ...
+
+    @property
+    def data_dirs(self) -> list[Path]: ...
+
+    @property
+    def cache_path(self) -> Path | None: ...
+
+    @property
+    def runner_params(self) -> Any: ...
+
+    def delegate_backends(self, factory: Callable[[ResolvedModel, Any], Any]) -> None: ...
+
+    def merge_cache(self, path: Path) -> int: ...
+
+    def refresh(self, unit: Unit) -> None: ...
+
+    def fail(self, unit: Unit, error: str) -> Any: ...
+
+    def log(self, event: str, **fields: Any) -> None: ...
+
+    def status(self, text: str) -> None: ...
 
 
 # ---------------------------------------------------------------- registration

@@ -18,8 +18,8 @@ import structlog
 
 from luopan._gc import fewer_collections
 from luopan.cache import RequestCache
-from luopan.components import Backend, Dataset, SummaryTable, UnitResult
-from luopan.config import ResolvedDataset, ResolvedModel, RunConfig
+from luopan.components import Backend, Dataset, Runner, SummaryTable, UnitResult
+from luopan.config import ResolvedDataset, ResolvedModel, RunConfig, runner_params
 from luopan.data import data_scope, run_folders
 from luopan.errors import ConfigError
 from luopan.execution import RunContext, now_iso
@@ -127,15 +127,19 @@ class Run:
                         note="entries that did not decode as the expected result: asked again")
         hook = self.registry.pm.hook
         hook.luopan_run_start(run=self)
-        runner = self.registry.get("runner", self.config.run.runner).build({})
+        runner = self.build_runner()
         progress = Progress(enabled=self.show_progress)
         ctx.set_progress(progress)
         try:
             with progress:
+                runner.attach(RunnerHost(self, runner_params(self.config.run)))
                 results = runner.run(self.units, self._execute_unit)
         finally:
-            ctx.close()
-            ctx.cache.close()
+            try:
+                runner.close()
+            finally:
+                ctx.close()
+                ctx.cache.close()
         self.finished_at = now_iso()
         self.results = results
         if ctx.cache.invalid:
@@ -144,6 +148,19 @@ class Run:
         hook.luopan_run_finish(run=self, results=results)
         log.info("run_finish", run_id=self.run_id, failed=sum(1 for r in results if r.error))
         return results
+
+    def build_runner(self) -> Runner:
+        """The run's runner, built with its options block (``run.<runner>``)."""
+        return self.registry.get("runner", self.config.run.runner).build(runner_params(self.config.run))
+
+    def runner_plan(self) -> list[str]:
+        """What the runner would do with the planned units (``--dry-run``): it starts and submits nothing."""
+        runner = self.build_runner()
+        runner.attach(RunnerHost(self, runner_params(self.config.run)))
+        try:
+            return runner.plan_lines(self.units)
+        finally:
+            runner.close()
 
     def _execute_unit(self, unit: Unit) -> UnitResult:
         hook = self.registry.pm.hook
@@ -176,6 +193,53 @@ class Run:
 
         write_summaries(self.out, tables, results)
         return tables
+
+
+class RunnerHost:
+    """The run as a runner sees it (:class:`luopan.hookspecs.RunnerHost`)."""
+
+    def __init__(self, run: Run, params: dict[str, Any]) -> None:
+        self._run = run
+        self.runner_params = params
+
+    @property
+    def config(self) -> RunConfig:
+        return self._run.config
+
+    @property
+    def out(self) -> Path:
+        return self._run.out
+
+    @property
+    def data_dirs(self) -> list[Path]:
+        return list(self._run.data_dirs)
+
+    @property
+    def cache_path(self) -> Path | None:
+        return self._run.cache_path
+
+    def delegate_backends(self, factory: Any) -> None:
+        self._run.ctx.models.delegate = factory
+
+    def merge_cache(self, path: Path) -> int:
+        return self._run.ctx.cache.merge(path)
+
+    def refresh(self, unit: Unit) -> None:
+        unit.found = self._run.ctx.resolver.lookup(unit.keys, unit.requests)
+
+    def fail(self, unit: Unit, error: str) -> UnitResult:
+        ctx = self._run.ctx
+        result = UnitResult(unit.model.label, unit.dataset.label, error=error,
+                            provenance=ctx.provenance(unit, now_iso(), None))
+        ctx.outputs.write_result(unit, result)
+        log.error("unit_failed", unit=unit.id, error=error)
+        return result
+
+    def log(self, event: str, **fields: Any) -> None:
+        log.info(event, **fields)
+
+    def status(self, text: str) -> None:
+        self._run.ctx.progress.status(text)
 
 
 def _dump_yaml(data: Any) -> str:

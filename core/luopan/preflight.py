@@ -90,7 +90,11 @@ def run_warnings(config: RunConfig, reg: Registry) -> list[str]:
 
 def run_problems(config: RunConfig, reg: Registry, data_dirs: Sequence[Path]) -> list[str]:
     """Every problem found before loading anything: per entry, prefixed with where it is in the run file."""
+    from luopan.config import runner_params
+
     problems = data_folder_problems()
+    for p in _component_problems(reg, "runner", config.run.runner, runner_params(config.run)):
+        problems.append(f"{config.source}: run.runner '{config.run.runner}': {p}")
     with data_scope(data_dirs):
         for i, m in enumerate(config.models):
             for p in _component_problems(reg, "backend", m.backend, m.params):

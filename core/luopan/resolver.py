@@ -8,8 +8,9 @@ and are never cached. Backends are built once per model and loaded only when a r
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import structlog
@@ -34,14 +35,23 @@ class ModelPool:
         self._backends: dict[str, Backend] = {}
         self._identity: dict[str, str] = {}
         self._loaded: set[str] = set()
+        self._delegates: dict[str, Backend] = {}
+        #: set by a runner that answers requests elsewhere (replicas on other processes or machines): called
+        #: with a model and its backend as built here (unloaded), returns the backend that answers instead
+        self.delegate: Callable[[ResolvedModel, Backend], Backend] | None = None
+        self._lock = threading.RLock()  # runners may execute several units at once
 
     def backend(self, model: ResolvedModel) -> Backend:
+        """The model's backend as built in this process: its identity makes the cache keys."""
         b = self._backends.get(model.label)
         if b is None:
-            b = self.registry.get("backend", model.backend).create(model.params)
-            if model.kind:
-                b.kind = model.kind
-            self._backends[model.label] = b
+            with self._lock:
+                b = self._backends.get(model.label)
+                if b is None:
+                    b = self.registry.get("backend", model.backend).create(model.params)
+                    if model.kind:
+                        b.kind = model.kind
+                    self._backends[model.label] = b
         return b
 
     def get(self, label: str) -> Backend | None:
@@ -55,16 +65,23 @@ class ModelPool:
         return ident
 
     def loaded(self, model: ResolvedModel, status: Any = None) -> Backend:
+        """The backend that answers the model's requests: loaded here, or the runner's delegate."""
         b = self.backend(model)
         if status is not None:
             b.status = status
-        if model.label not in self._loaded:
-            b.load()
-            self._loaded.add(model.label)
+        with self._lock:
+            if self.delegate is not None:
+                d = self._delegates.get(model.label)
+                if d is None:
+                    d = self._delegates[model.label] = self.delegate(model, b)
+                return d
+            if model.label not in self._loaded:
+                b.load()
+                self._loaded.add(model.label)
         return b
 
     def close(self) -> None:
-        for b in self._backends.values():
+        for b in [*self._delegates.values(), *self._backends.values()]:
             try:
                 b.close()
             except Exception:  # closing must not hide the run's own outcome

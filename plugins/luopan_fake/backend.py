@@ -19,6 +19,8 @@ class FakeParams(BaseModel):
     seed: int = 0
     delay_s: float = Field(default=0.0, ge=0, description="sleep per call (to test interruption)")
     fail_if_prompt_contains: str | None = Field(default=None, description="raise on such a prompt (tests)")
+    exit_if_prompt_contains: str | None = Field(default=None, description="end the whole process on such a "
+                                                "prompt, as a crashing worker does (tests)")
     chunk_size: int = Field(default=4096, ge=1)
     calls_log: str | None = Field(default=None, description="append one line per request served (tests)")
 
@@ -31,8 +33,10 @@ class FakeBackend(Backend):
     capabilities = frozenset({"loglikelihood", "generate"})
 
     def __init__(self, seed: int = 0, delay_s: float = 0.0, fail_if_prompt_contains: str | None = None,
-                 chunk_size: int = 4096, calls_log: str | None = None) -> None:
+                 chunk_size: int = 4096, calls_log: str | None = None,
+                 exit_if_prompt_contains: str | None = None) -> None:
         self.seed = seed
+        self.exit_on = exit_if_prompt_contains
         self.delay_s = delay_s
         self.fail = fail_if_prompt_contains
         self.chunk_size = chunk_size
@@ -42,8 +46,12 @@ class FakeBackend(Backend):
         return {"backend": "fake", "seed": self.seed, "version": 1}
 
     def _served(self, texts: Sequence[str]) -> None:
-        if self.fail is None and not self.delay_s and not self.calls_log:
+        if self.fail is None and not self.delay_s and not self.calls_log and self.exit_on is None:
             return
+        if self.exit_on is not None and any(self.exit_on in t for t in texts):
+            import os
+
+            os._exit(3)
         if self.fail is not None:
             for t in texts:
                 if self.fail in t:
@@ -55,7 +63,7 @@ class FakeBackend(Backend):
                 fh.writelines(f"{_h(t):08x}{len(t):x}\n" for t in texts)
 
     def loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> list[LoglikelihoodResult]:
-        if self.fail is not None or self.delay_s or self.calls_log:
+        if self.fail is not None or self.delay_s or self.calls_log or self.exit_on is not None:
             self._served([r.context + "\x01" + r.continuation for r in requests])
         seed = f"{self.seed}\x00".encode()
         out = []

@@ -173,6 +173,10 @@ class VLLMBackend(Backend):
             "enforce_eager": self.enforce_eager,
             "seed": self.seed,
         }
+        if self.tensor_parallel_size > 1:
+            # its own worker processes, never Ray: inside a Ray actor (luopan's ray runner) vLLM would otherwise
+            # ask the cluster for a nested placement group, which hangs (lm-eval #1734, lighteval #670)
+            kwargs["distributed_executor_backend"] = "mp"
         if self.quantization is not None:
             kwargs["quantization"] = self.quantization
         if self.max_model_len is not None:
