@@ -2,8 +2,8 @@
 
 The public API is what ``__all__`` lists (plugins and users import these names from ``luopan``) plus the public
 support modules in :data:`PUBLIC_MODULES`, each with its own ``__all__`` (model location, tokenization rules,
-prompt templates, data files). Any other kernel name is internal and may change; ``tests/test_plugin_api.py``
-checks that no built-in plugin uses one. docs/plugins.md documents exactly this surface.
+prompt templates, data files, statistics). Any other kernel name is internal and may change;
+``tests/test_plugin_api.py`` checks that no built-in plugin uses one. docs/plugins.md documents exactly this surface.
 
 Nothing is imported until a name is used: ``import luopan`` stays cheap (and an interrupted start-up has almost
 nothing to interrupt). The kernel imports no model library.
@@ -45,7 +45,7 @@ _HOME: dict[str, str] = {
 }
 
 #: support modules whose own ``__all__`` is public too (``from luopan import models``)
-PUBLIC_MODULES = ("models", "tokenization", "prompts", "data", "backend_errors", "deps")
+PUBLIC_MODULES = ("models", "tokenization", "prompts", "data", "backend_errors", "deps", "stats")
 
 __all__ = ["__version__", "PUBLIC_MODULES", *_HOME]
 
