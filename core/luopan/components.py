@@ -209,6 +209,12 @@ class Evaluator(Component):
 
     #: name of the primary metric (reported as the score)
     metric: str = "accuracy"
+    #: metrics in ``ScoredSample.extra`` that are not the mean of their per-question values: name -> (the extra
+    #: they are computed from, a function of that extra's per-question values), e.g. ``{"perplexity":
+    #: ("logprob", lambda lls: math.exp(-sum(lls) / len(lls)))}``. The kernel computes such a metric per subset
+    #: from the function, and its standard error and 95% interval by a seeded bootstrap (the mean of
+    #: per-question values, every other metric, gets them analytically).
+    derived_metrics: dict[str, tuple[str, Callable[[Sequence[float]], float]]] = {}
 
     @abstractmethod
     def score(self, samples: Sequence[Sample], outputs: Sequence[Any], ctx: EvalContext) -> list[ScoredSample]: ...
@@ -229,16 +235,24 @@ class UnitResult:
     usage: dict[str, Any] = field(default_factory=dict)
     #: samples whose requests failed (``{"id", "subset", "error"}``); a rerun retries only these
     failed_items: list[dict[str, Any]] = field(default_factory=list)
+    #: the comparability hash of the dataset's settings (data files, prompt, shots, mode, evaluator, generation
+    #: settings; not the model): two scores are comparable only where it is the same (OpenCompass's "version")
+    version: str = ""
 
 
 @dataclass(slots=True)
 class SummaryTable:
-    """A summary: ``columns`` headers and ``rows`` of cells (str or float or None)."""
+    """A summary: ``columns`` headers and ``rows`` of cells (str or float or None). ``stats`` (optional, one
+    mapping per row) gives the uncertainty of numeric cells: column name -> ``{"se", "ci": [low, high], "n",
+    "method", ...}`` in the cell's units; summary.md shows such a cell as ``value ± half-width`` (or
+    ``value [low, high]`` for an asymmetric interval), summary.csv adds ``<column> se``, ``<column> ci_low``
+    and ``<column> ci_high`` columns."""
 
     title: str
     columns: list[str]
     rows: list[list[Any]]
     notes: list[str] = field(default_factory=list)
+    stats: list[dict[str, dict[str, Any]]] = field(default_factory=list)
 
 
 class Summarizer(Component):

@@ -3,8 +3,9 @@
 * ``greedy_match`` (LAMBADA, lm-eval's ``loglikelihood`` output type): each sample has one continuation;
   ``acc`` = 1 when every one of its tokens is the model's greedy choice; ``extra["perplexity"]`` is the
   subset's perplexity, exp(-mean log-likelihood) over its samples (lm-eval's ``perplexity`` aggregation),
-  written on each sample so the kernel's per-subset mean is that value; ``extra["logprob"]`` the sample's own.
-  With shards the merged perplexity is the shards' sample-weighted mean, not the corpus value.
+  written on each sample and declared in ``derived_metrics`` (the kernel computes it from ``extra["logprob"]``,
+  the sample's own log-likelihood, and its interval by bootstrap). With shards the merged perplexity is the
+  shards' sample-weighted mean, not the corpus value.
 * ``truthfulqa_mc2``: the probability mass of the true answers, normalised over all answers
   (lm-eval's ``process_results_mc2``); the labels come from ``meta["mc2_labels"]``.
 * ``math_equiv`` (MATH): the final answer read out of the solution (``Final Answer: The final answer is X``,
@@ -30,8 +31,15 @@ def _check(name: str, mode: str, ctx: EvalContext, samples: Sequence[Sample], ou
         raise ValueError(f"{name}: {len(outputs)} outputs for {len(samples)} samples")
 
 
+def _perplexity(logprobs: Sequence[float]) -> float:
+    return math.exp(-sum(logprobs) / len(logprobs))
+
+
 class GreedyMatch(Evaluator):
     metric = "acc"
+    # perplexity is not a mean of per-sample values: the kernel computes it from the log-likelihoods, and its
+    # interval by bootstrap
+    derived_metrics = {"perplexity": ("logprob", _perplexity)}
 
     def score(self, samples: Sequence[Sample], outputs: Sequence[Any], ctx: EvalContext) -> list[ScoredSample]:
         _check("greedy_match", "likelihood", ctx, samples, outputs)
@@ -43,7 +51,7 @@ class GreedyMatch(Evaluator):
             r = res[0]
             lls.setdefault(s.subset, []).append(r.logprob)
             rows.append((s, r))
-        ppl = {k: math.exp(-sum(v) / len(v)) for k, v in lls.items()}
+        ppl = {k: _perplexity(v) for k, v in lls.items()}
         return [ScoredSample(s.id, s.subset, float(r.is_greedy), r.is_greedy,
                              {"logprob": r.logprob, "perplexity": ppl[s.subset]}) for s, r in rows]
 
