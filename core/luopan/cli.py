@@ -1,4 +1,4 @@
-"""The ``luopan`` command line: run, validate, list, which, plugins.
+"""The ``luopan`` command line: run, validate, compare, list, which, plugins.
 
 Plugins load when a command needs them, never at import, so a broken plugin cannot break ``--help``.
 """
@@ -66,6 +66,20 @@ def _parser() -> Any:
     v.add_argument("--debug", action="store_true", help="full tracebacks with the errors")
     ls = sub.add_parser("list", help="list registered components or presets")
     ls.add_argument("kind", nargs="?", choices=LIST_KINDS)
+    c = sub.add_parser(
+        "compare", help="paired comparison of two models on the questions both answered",
+        description="Compare models on the questions both answered: the difference in score with a paired "
+                    "bootstrap 95% interval, McNemar's exact test (scores 0 or 1) or a paired z test, Holm's "
+                    "correction across datasets, and the questions one got right and the other wrong. "
+                    "One run folder: every model against the baseline (default: the first). Two run folders: the "
+                    "baseline of RUN_A (default: its first model) against every model of RUN_B. A dataset run "
+                    "with different prompts, shots, data files or generation settings is compared with a warning.")
+    c.add_argument("run_a", metavar="RUN_A", help="a run's output folder (e.g. outputs/my-run)")
+    c.add_argument("run_b", metavar="RUN_B", nargs="?", help="a second run's output folder")
+    c.add_argument("--baseline", metavar="MODEL", help="the model the others are compared with (of RUN_A)")
+    c.add_argument("--resamples", type=int, default=1000, help="paired bootstrap resamples (default 1000)")
+    c.add_argument("--seed", type=int, default=0, help="the bootstrap's seed (default 0)")
+    c.add_argument("--out", metavar="FOLDER", help="also write compare.md and compare.json to FOLDER")
     w = sub.add_parser("which", help="which plugin, distribution or registry file defines NAME")
     w.add_argument("name")
     sub.add_parser("plugins", help="list plugins, their distributions, and load errors")
@@ -183,6 +197,8 @@ def _main(argv: Sequence[str] | None) -> int:
 
 
 def _dispatch(args: Any) -> int:
+    if args.command == "compare":  # reads run folders only: no plugin is loaded
+        return _compare(args)
     from luopan.plugins import get_registry
 
     reg = get_registry()
@@ -272,6 +288,16 @@ def _dispatch(args: Any) -> int:
     from luopan.report import to_markdown
 
     print(to_markdown(run.tables))
+    if run.comparison is not None:
+        from luopan.compare import to_markdown as compare_markdown
+        from luopan.compare import warnings_of
+
+        print(compare_markdown(run.comparison))
+        sys.stdout.flush()
+        for warning in warnings_of(run.comparison):
+            print(f"warning: {warning}", file=sys.stderr)
+    elif run.comparison_problem:
+        print(f"warning: compare: not written: {run.comparison_problem}", file=sys.stderr)
     print(f"outputs: {run.out}")
     failed = [r for r in results if r.error]
     if failed:
@@ -294,6 +320,22 @@ def _dispatch(args: Any) -> int:
         print(f"{what}; see {run.out / 'run.log'}. Rerunning the same command retries only what failed.",
               file=sys.stderr)
         return 1
+    return 0
+
+
+def _compare(args: Any) -> int:
+    from pathlib import Path
+
+    from luopan.compare import compare, to_markdown, warnings_of, write
+
+    report = compare(args.run_a, args.run_b, baseline=args.baseline, resamples=args.resamples, seed=args.seed)
+    print(to_markdown(report), end="")
+    sys.stdout.flush()
+    for warning in warnings_of(report):
+        print(f"warning: {warning}", file=sys.stderr)
+    if args.out:
+        md, _ = write(Path(args.out), report)
+        print(f"written: {md} and compare.json")
     return 0
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from luopan.errors import ConfigError, ConfigErrors, LuopanError
 from luopan.files import MAX_NAME_BYTES, name_problem, safe_name
@@ -101,10 +101,33 @@ class DatasetSpec(_Strict):
     judge: str | list[str] | None = None
 
 
+class CompareSpec(_Strict):
+    """A run file's ``compare:`` section: after the run, each model is compared with the baseline on the questions
+    both answered (``compare.md``, ``compare.json`` in the run folder; see ``luopan compare``)."""
+
+    #: the model the others are compared with (default: the first evaluated model)
+    baseline: str | None = None
+    #: the models compared with it (default: every other evaluated model)
+    models: list[str] | None = None
+    #: paired bootstrap resamples
+    resamples: int = Field(default=1000, ge=100, le=100_000)
+    #: the bootstrap's seed
+    seed: int = 0
+
+
 class RunFile(_Strict):
     run: RunSection = Field(default_factory=RunSection)
     models: list[ModelSpec] = Field(min_length=1)
     datasets: list[DatasetSpec] = Field(min_length=1)
+    #: compare the models after the run (``true``: every model with the first)
+    compare: CompareSpec | None = None
+
+    @field_validator("compare", mode="before")
+    @classmethod
+    def _compare_flag(cls, value: Any) -> Any:
+        if value is True:
+            return {}
+        return None if value is False else value
 
 
 @dataclass
@@ -153,16 +176,21 @@ class RunConfig:
     models: list[ResolvedModel]
     datasets: list[ResolvedDataset]
     base_dir: Path = field(default_factory=Path.cwd)
+    #: the run file's ``compare:`` section with the baseline and models filled in; None: no comparison
+    compare: CompareSpec | None = None
 
     def to_dict(self) -> dict[str, Any]:
         from dataclasses import asdict
 
-        return {
+        out = {
             "source": self.source,
             "run": self.run.model_dump(),
             "models": [asdict(m) for m in self.models],
             "datasets": [asdict(d) for d in self.datasets],
         }
+        if self.compare is not None:
+            out["compare"] = self.compare.model_dump()
+        return out
 
 
 def generation_config(model: ResolvedModel, dataset: ResolvedDataset | None) -> GenerationConfig:
@@ -484,7 +512,9 @@ def resolve(loc: Located, reg: Registry, *, base_dir: Path | None = None, backen
 
     _check_names(loc, top.run, models, datasets)
     _resolve_judges(loc, models, datasets)
-    cfg = RunConfig(loc.source, top.run, models, datasets, base_dir or Path.cwd())
+    # with entries left out (``collect``) the run stops before it compares: names are checked once all resolve
+    compare = _resolve_compare(loc, top.compare, models) if not problems else top.compare
+    cfg = RunConfig(loc.source, top.run, models, datasets, base_dir or Path.cwd(), compare)
     try:
         reg.pm.hook.luopan_validate_config(config=cfg, source=loc.source)
     except ConfigError as exc:
@@ -540,6 +570,31 @@ def _check_names(loc: Located, run: RunSection, models: list[ResolvedModel],
                     f"{loc.where((kind, i))}: {kind}[{i}]: name '{item.label}' and {kind}[{j}]'s '{items[j].label}' "
                     f"would share the file name '{file}' (only letters, digits and -_. are kept); rename one")
             seen[file] = i
+
+
+def _resolve_compare(loc: Located, spec: CompareSpec | None, models: list[ResolvedModel]) -> CompareSpec | None:
+    """The ``compare:`` section with its baseline and models resolved: labels of evaluated models (judges are
+    not compared), at least one besides the baseline."""
+    if spec is None:
+        return None
+    labels = [m.label for m in models if m.role != "judge"]
+
+    def check(name: str, path: tuple[Any, ...], key: str) -> None:
+        if name not in labels:
+            hint = nearest(name, labels)
+            raise ConfigError(f"{loc.where(path)}: {key}: no evaluated model is named '{name}'"
+                              + (f" (did you mean '{hint}'?)" if hint else f" (models: {', '.join(labels)})"))
+
+    if spec.baseline is not None:
+        check(spec.baseline, ("compare", "baseline"), "compare.baseline")
+    base = spec.baseline or (labels[0] if labels else None)
+    for i, name in enumerate(spec.models or []):
+        check(name, ("compare", "models", i), f"compare.models[{i}]")
+    others = [m for m in (spec.models or labels) if m != base]
+    if base is None or not others:
+        raise ConfigError(f"{loc.where(('compare',))}: compare: needs two evaluated models (the baseline "
+                          f"'{base}' and at least one other)")
+    return spec.model_copy(update={"baseline": base, "models": others})
 
 
 def _resolve_judges(loc: Located, models: list[ResolvedModel],

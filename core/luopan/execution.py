@@ -20,6 +20,7 @@ import structlog
 
 import luopan
 from luopan.cache import CacheError, RequestCache
+from luopan.compare import version
 from luopan.components import EvalContext, UnitResult
 from luopan.config import ResolvedModel, RunConfig, generation_config
 from luopan.data import data_scope
@@ -128,14 +129,15 @@ class RunContext:
                           models=[m.label for m in self.config.models if m.role != "judge"],
                           components=self.registry.components_view())
         scored = evaluator.score(unit.samples, outputs, ctx)
-        subsets = subset_entries(unit.samples, scored)
+        subsets = subset_entries(unit.samples, scored, getattr(evaluator, "derived_metrics", None))
         usage = usage_of(raw, self.models.get(unit.model.label)) if unit.mode == "generate" else {}
         provenance = self.provenance(unit, started, ev_name)
         if judges:
             provenance["judges"] = {j: {"backend": self.models.backend(self.model(j)).identity(),
                                         **judge_calls.get(j, {})} for j in judges}
         result = UnitResult(unit.model.label, unit.dataset.label, evaluator.metric, subsets,
-                            ds.categories(), dict(ds.display_names), provenance=provenance, usage=usage)
+                            ds.categories(), dict(ds.display_names), provenance=provenance, usage=usage,
+                            version=version(provenance))
         self.outputs.write_predictions(unit, outputs, scored)
         self.outputs.write_result(unit, result)
         return result
@@ -260,10 +262,12 @@ class RunContext:
             "mode": unit.mode,
             "shots": unit.dataset.shots,
             "evaluator": evaluator,
+            "evaluator_params": unit.dataset.evaluator_params,
             "generation": generation_config(unit.model, unit.dataset).as_key() if unit.mode == "generate" else None,
             "seed": self.config.run.seed,
             "sample_seed": unit.dataset.sample_seed,
             "repeats": unit.dataset.repeats,
+            **({"system_prompt": unit.model.system_prompt} if unit.model.system_prompt else {}),
             "shard": [unit.shard + 1, unit.n_shards],
             "python": platform.python_version(),
             "started_at": started,

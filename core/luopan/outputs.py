@@ -1,6 +1,7 @@
 """A run's output folder: where each unit's predictions and results go, writing them, reading them back.
 
-Layout: ``<out>/predictions/<model>/<dataset>[.shardKofN].jsonl`` (one record per sample) and
+Layout: ``<out>/predictions/<model>/<dataset>[.shardKofN].jsonl`` (one record per sample; ``question`` names the
+question a sample belongs to where a question spans several samples: paired comparisons pair questions) and
 ``<out>/results/<model>/<dataset>[.shardKofN].json`` (a :class:`~luopan.components.UnitResult`). Folder and file
 names are :func:`luopan.files.safe_name` of the labels; the run config refuses labels that would share one.
 Every write is atomic and redacted (:func:`luopan.files.atomic_write`).
@@ -19,7 +20,7 @@ import orjson
 from luopan.components import UnitResult
 from luopan.files import atomic_write, safe_name
 from luopan.types import ConversationResult
-from luopan.units import Unit, UnitSpec
+from luopan.units import Unit, UnitSpec, question_key
 
 
 class RunOutputs:
@@ -45,6 +46,8 @@ class RunOutputs:
         requests = unit.requests if unit.mode == "generate" else [None] * len(unit.samples)
         for i, (s, out, sc, req) in enumerate(zip(unit.samples, outputs, scored, requests)):
             rec: dict[str, Any] = {"id": s.id, "subset": s.subset, "prompt": s.prompt, "target": s.target}
+            if s.meta and (q := question_key(s)) != s.id:  # one question of several samples (options, rotations)
+                rec["question"] = q
             if unit.mode == "likelihood":
                 rec["choices"] = s.choices
                 rec["logprobs"] = [o.logprob for o in out]

@@ -70,6 +70,9 @@ class Run:
         self.finished_at = ""
         self.results: list[UnitResult] = []
         self.tables: list[SummaryTable] = []
+        #: the run file's comparison (``compare:``) once written, or why it could not be
+        self.comparison: dict[str, Any] | None = None
+        self.comparison_problem: str | None = None
 
     # ------------------------------------------------------------ the context (built on first use)
     @property
@@ -145,6 +148,8 @@ class Run:
         if ctx.cache.invalid:
             log.warning("cache_entries_invalid_total", path=str(self.cache_path), count=ctx.cache.invalid)
         self.tables = self.summarize(results)
+        if self.config.compare is not None:
+            self.compare()
         hook.luopan_run_finish(run=self, results=results)
         log.info("run_finish", run_id=self.run_id, failed=sum(1 for r in results if r.error))
         return results
@@ -193,6 +198,28 @@ class Run:
 
         write_summaries(self.out, tables, results)
         return tables
+
+    def compare(self) -> dict[str, Any] | None:
+        """The run file's ``compare:`` section: each model against the baseline on the questions both answered,
+        written to compare.md and compare.json. A comparison that cannot be made (every unit of a model
+        failed) is logged and kept in ``comparison_problem``; it never fails the run."""
+        from luopan.compare import compare, warnings_of, write
+
+        spec = self.config.compare
+        if spec is None:
+            return None
+        try:
+            report = compare(self.out, baseline=spec.baseline, models=spec.models, resamples=spec.resamples,
+                             seed=spec.seed)
+        except ConfigError as exc:
+            self.comparison_problem = str(exc)
+            log.warning("compare_failed", error=str(exc))
+            return None
+        write(self.out, report)
+        for warning in warnings_of(report):
+            log.warning("compare_settings_differ", warning=warning)
+        self.comparison = report
+        return report
 
 
 class RunnerHost:
