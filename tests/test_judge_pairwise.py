@@ -166,7 +166,7 @@ def test_baseline_only_and_the_default_baseline(judge_registry, tmp_path):
     assert main(["run", str(p), "--no-progress"]) == 0
     s = _summary(tmp_path)
     overall = next(r for r in _table(s, "Summary")["rows"] if r[1] == "overall (weighted)")
-    assert overall[4:] == [50.0, 0.0, 0.0]  # m1 is the baseline; m2 and m3 always lose to it
+    assert overall[4:7] == [50.0, 0.0, 0.0]  # m1 is the baseline; m2 and m3 always lose to it (then: version)
     arena = _arena(tmp_path)
     assert arena["baseline"] == "m1" and arena["judges"]["judge"]["battles"] == 2 * 12
 

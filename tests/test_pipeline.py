@@ -81,7 +81,8 @@ def test_failed_unit_exits_nonzero_and_shows_in_summary(toy_registry, tmp_path, 
     assert "FAILED flaky/toy: RuntimeError: fake backend told to fail" in cap.err
     summary = (tmp_path / "outputs/f/summary.md").read_text()
     assert "- flaky on toy FAILED: RuntimeError: fake backend told to fail" in summary  # in full, never cut
-    assert re.search(r"\| toy \| overall \(mean\) \| accuracy \| 15 \| \d+\.\d\d \| ERROR", summary)  # the good model still scored
+    assert re.search(r"\| toy \| overall \(mean\) \| accuracy \| 15 \| \d+\.\d\d ± \d+\.\d\d \| ERROR",
+                     summary)  # the good model still scored, with its interval
     res = json.loads((tmp_path / "outputs/f/results/flaky/toy.json").read_text())
     assert res["error"].startswith("RuntimeError: fake backend told to fail")
 

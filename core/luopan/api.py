@@ -64,7 +64,9 @@ def dataset_entry(spec: str | Mapping[str, Any], presets: Iterable[str] = ()) ->
 
 @dataclass(frozen=True)
 class Score:
-    """One model on one dataset: the overall score (mean over subsets), its questions and its metric."""
+    """One model on one dataset: the overall score (mean over subsets), its questions and its metric, with its
+    standard error ``se`` and 95% interval ``ci`` (same units as ``value``; None where they cannot be
+    estimated) and ``version``, the comparability hash of the settings behind it."""
 
     model: str
     dataset: str
@@ -73,6 +75,9 @@ class Score:
     n: int
     subsets: dict[str, float | None]
     error: str | None = None
+    se: float | None = None
+    ci: tuple[float, float] | None = None
+    version: str = ""
 
     def __float__(self) -> float:
         if self.value is None:
@@ -90,12 +95,17 @@ class Results:
     tables: list[SummaryTable] = field(default_factory=list)
 
     def score(self, model: str, dataset: str) -> Score:
+        from luopan import stats
+
         for u in self.units:
             if u.model == model and u.dataset == dataset:
-                values = [s["score"] for s in u.subsets if s.get("score") is not None]
-                return Score(model, dataset, u.metric, sum(values) / len(values) if values else None,
-                             sum(s["n"] for s in u.subsets), {s["subset"]: s.get("score") for s in u.subsets},
-                             u.error)
+                scored = [s for s in u.subsets if s.get("score") is not None]
+                parts = [stats.Estimate.from_dict(s["score"], s.get("stats", {}).get("score")) for s in scored]
+                est = stats.mean_of_means(parts)
+                known = parts and all(p.method != "unknown" for p in parts)
+                return Score(model, dataset, u.metric, est.value, sum(s["n"] for s in u.subsets),
+                             {s["subset"]: s.get("score") for s in u.subsets}, u.error,
+                             est.se if known else None, est.ci if known else None, u.version)
         known = ", ".join(f"{u.model}/{u.dataset}" for u in self.units)
         raise KeyError(f"no result for model '{model}' on dataset '{dataset}' (the run has: {known})")
 
