@@ -146,8 +146,11 @@ def test_percentile_and_t_quantile_match_numpy_and_scipy():
         values = sorted(rng.random() for _ in range(n))
         for q in (0.0, 0.025, 0.5, 0.975, 1.0):
             assert stats.percentile(values, q) == pytest.approx(float(np.percentile(values, 100 * q)))
-    for df in [1, 2, 3, 4, 5, 9, 20, 66, 1000]:
+    for df in [1, 2, 3, 4, 5, 9, 20, 66, 1000, 3.5, 12.7]:
         assert stats.t_quantile(0.975, df) == pytest.approx(float(scipy_stats.t.ppf(0.975, df)), rel=2e-3)
+    for df in [1.2, 1.5, 1.9, 2.3, 2.7]:  # Welch-Satterthwaite's fractional df: interpolated, never narrower
+        exact = float(scipy_stats.t.ppf(0.975, df))
+        assert exact <= stats.t_quantile(0.975, df) <= 1.2 * exact
 
 
 def test_clustered_se_matches_statsmodels_cluster_robust_ols():

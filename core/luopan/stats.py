@@ -99,9 +99,14 @@ class Estimate:
 
 def t_quantile(p: float, df: float) -> float:
     """Student's t quantile: exact for 1 and 2 degrees of freedom, else the Cornish-Fisher expansion around the
-    normal quantile (within 0.2% of the exact value at p = 0.975 for df >= 3; the normal quantile as df grows)."""
+    normal quantile (within 0.2% of the exact value at p = 0.975 for df >= 3; the normal quantile as df grows).
+    A fractional df below 3 (Welch-Satterthwaite's) is interpolated linearly in 1/df."""
     if df <= 1:
         return math.tan(math.pi * (p - 0.5))
+    if df < 3 and df != int(df):
+        lo, hi = math.floor(df), math.ceil(df)
+        w = (1 / df - 1 / hi) / (1 / lo - 1 / hi)
+        return w * t_quantile(p, lo) + (1 - w) * t_quantile(p, hi)
     if df <= 2:
         return (2 * p - 1) / math.sqrt(2 * p * (1 - p))
     z = NormalDist().inv_cdf(p)
