@@ -171,8 +171,8 @@ def _merge_stats(t: dict[str, Any], s: dict[str, Any]) -> None:
         if a.method == "mean" and b.method == "mean":
             n, mean, sd = stats.pool([(a.n, a.value, a.sd), (b.n, b.value, b.sd)])
             out[k] = stats.from_moments(n, mean, sd).to_dict()
-        else:  # a bootstrapped statistic: the shards as independent parts, weighted by their items
-            out[k] = stats.weighted_mean([a, b], min_clusters=3).to_dict()
+        else:  # a bootstrapped statistic: the shards as independent strata (never clusters), weighted by items
+            out[k] = stats.weighted_mean([a, b], min_clusters=len((a, b)) + 1).to_dict()
     t["stats"] = out
 
 

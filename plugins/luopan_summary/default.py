@@ -22,11 +22,6 @@ from luopan import stats
 from luopan.components import Summarizer, SummaryTable, UnitResult
 from luopan.stats import Estimate
 
-
-def _pct(x: float) -> float:
-    return 100.0 * x
-
-
 #: secondary metrics shown beside the score: name -> shown as a percentage?
 BESIDE = {"circular_accuracy": True, "flexible_match": True, "perplexity": False}
 
