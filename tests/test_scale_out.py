@@ -326,3 +326,29 @@ def test_runner_options_are_checked_like_the_rest_of_the_run_file(tmp_path):
     path = write_run(tmp_path, "ok", datasets=[{"preset": "demo_mcq"}])
     r = luopan("run", str(path), "--address", "auto")
     assert r.returncode == 2 and "--address: runner 'local'" in r.stderr, r.stderr
+
+
+def test_an_api_limit_holds_across_every_replica(tmp_path):
+    """Three replicas of an API model share one requests-per-minute schedule (a Ray actor), so the service never
+    sees more than the limit in any window, whichever replica sends."""
+    import faultproxy as fp
+
+    with fp.ProxyThread(None, rpm=10, window_s=1.0) as proxy:  # the service: 10 requests per second at most
+        models = [{"name": "api", "backend": "openai", "kind": "chat",
+                   "params": {"base_url": proxy.base_url, "model": "mock", "api_key_env": None,
+                              "rpm": 540, "max_concurrency": 4},  # 9 per second, the whole run
+                   "resources": {"replicas": 3}}]
+        datasets = [{"preset": "cmmlu", "subsets": ["agronomy", "anatomy", "astronomy"], "limit": 60,
+                     "mode": "generate"}]
+        path = write_run(tmp_path, "ray", models=models, datasets=datasets,
+                         runner={"runner": "ray", "ray": {"num_cpus": 3, "chunk_size": 5}})
+        r = luopan("run", str(path), "--no-progress")
+        stats = proxy.stats.copy()
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = tmp_path / "ray" / "r"
+    answered = events(out, "answered")[0]["replicas"]
+    assert len(answered) == 3, answered  # every replica sent requests
+    assert stats.accepted == 60 and stats.rate_limited == 0, stats.to_dict()
+    assert stats.max_in_window(1.0) <= 10, stats.max_in_window(1.0)
+    (shared,) = events(out, "shared_schedule")
+    assert sum(shared["calls"].values()) >= 60, shared  # every request took its slot from the one schedule

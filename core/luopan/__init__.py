@@ -45,7 +45,7 @@ _HOME: dict[str, str] = {
 }
 
 #: support modules whose own ``__all__`` is public too (``from luopan import models``)
-PUBLIC_MODULES = ("models", "tokenization", "prompts", "data", "backend_errors", "deps", "stats")
+PUBLIC_MODULES = ("models", "tokenization", "prompts", "data", "backend_errors", "deps", "limits", "stats")
 
 __all__ = ["__version__", "PUBLIC_MODULES", *_HOME]
 

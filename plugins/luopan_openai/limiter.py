@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -24,6 +25,8 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+from luopan.limits import shared_state
 
 try:  # POSIX: share the schedule between processes
     import fcntl
@@ -65,6 +68,9 @@ class RateLimiter:
             d.mkdir(parents=True, exist_ok=True)
             self.path = d / f"{digest}.json"
         key = str(self.path) if self.path else f"{digest}:{id(self) if not shared else 'mem'}"
+        #: a runner's state shared by every machine of the run (luopan.limits), used instead of the file
+        self.remote = shared_state() if shared else None
+        self.remote_key = f"ratelimit:{digest}"
         with _GUARD:
             self._lock = _LOCKS.setdefault(key, threading.Lock())
             self._mem = _MEMORY.setdefault(key, {"req": 0.0, "tok": 0.0, "pause": 0.0})
@@ -100,22 +106,19 @@ class RateLimiter:
             finally:
                 os.close(fd)  # closing releases the flock
 
+    def _apply(self, fn: Callable[[dict[str, float]], Any]) -> Any:
+        """Run ``fn`` on the schedule, atomically for every worker of the scope."""
+        if self.remote is not None:
+            return self.remote.apply(self.remote_key, functools.partial(_on_state, fn))
+        with self._state() as st:
+            return fn(st)
+
     def reserve(self, tokens: int = 0) -> float:
         """Take the next slot for a request of ``tokens`` estimated tokens; returns how long to wait."""
-        with self._state() as st:
-            now = time.time()
-            start = max(now, st["pause"])
-            cost = tokens * self.tok_interval
-            if self.req_interval:
-                start = max(start, st["req"])
-            if self.tok_interval:
-                # a bucket holding one minute of tokens: conforming once TAT - (60 s - cost) has passed
-                start = max(start, st["tok"] - max(0.0, 60.0 - cost))
-                st["tok"] = max(st["tok"], start) + cost
-            if self.req_interval:
-                st["req"] = start + self.req_interval
-            self.last_slot = start
-            return start - now
+        start, now = self._apply(functools.partial(_reserve, tokens * self.tok_interval, self.req_interval,
+                                                   self.tok_interval))
+        self.last_slot = start
+        return start - now  # the wait, measured on the clock that holds the schedule
 
     async def acquire(self, tokens: int = 0, on_wait: Callable[[float], None] | None = None) -> None:
         """Wait for a slot. If a pause (a 429's Retry-After) was set meanwhile, take a new slot after it.
@@ -133,18 +136,49 @@ class RateLimiter:
                 return
 
     def _paused_until(self) -> float:
-        if self.path is None:
+        if self.path is None and self.remote is None:
             return self._mem["pause"]
-        with self._state() as st:
-            return st["pause"]
+        return self._apply(_pause_of)
 
     def pause(self, seconds: float) -> None:
         """Hold every worker of this scope for ``seconds`` (a server's Retry-After)."""
-        with self._state() as st:
-            st["pause"] = max(st["pause"], time.time() + seconds)
+        self._apply(functools.partial(_pause_until, time.time() + seconds))
 
     def correct_tokens(self, estimated: int, actual: int) -> None:
         """Charge the difference between a request's estimated and actual tokens."""
         if self.tok_interval and actual != estimated:
-            with self._state() as st:
-                st["tok"] += (actual - estimated) * self.tok_interval
+            self._apply(functools.partial(_charge, (actual - estimated) * self.tok_interval))
+
+
+# The schedule's updates, as plain functions: a shared state may run them in another process.
+def _on_state(fn: Callable[[dict[str, float]], Any], st: dict[str, Any]) -> Any:
+    for k in ("req", "tok", "pause"):
+        st.setdefault(k, 0.0)
+    st["calls"] = st.get("calls", 0) + 1
+    return fn(st)
+
+
+def _reserve(cost: float, req_interval: float, tok_interval: float, st: dict[str, float]) -> tuple[float, float]:
+    now = time.time()
+    start = max(now, st["pause"])
+    if req_interval:
+        start = max(start, st["req"])
+    if tok_interval:
+        # a bucket holding one minute of tokens: conforming once TAT - (60 s - cost) has passed
+        start = max(start, st["tok"] - max(0.0, 60.0 - cost))
+        st["tok"] = max(st["tok"], start) + cost
+    if req_interval:
+        st["req"] = start + req_interval
+    return start, now
+
+
+def _pause_of(st: dict[str, float]) -> float:
+    return st["pause"]
+
+
+def _pause_until(until: float, st: dict[str, float]) -> None:
+    st["pause"] = max(st["pause"], until)
+
+
+def _charge(amount: float, st: dict[str, float]) -> None:
+    st["tok"] += amount

@@ -76,6 +76,7 @@ class RayRunner(Runner):
         self.pools: dict[str, ReplicaPool] = {}
         self._started_ray = False
         self._connect_lock = threading.Lock()
+        self._schedule: Any = None
         self._lane = threading.local()  # the unit each lane thread is executing (for the log)
 
     @classmethod
@@ -100,8 +101,8 @@ class RayRunner(Runner):
                                   "configure_logging": False}
         if self.address:
             kwargs["address"] = self.address
-        else:
-            kwargs.update(include_dashboard=False, num_cpus=self.num_cpus, num_gpus=self.num_gpus)
+        else:  # "local": always a new instance, never a cluster `ray start` left running on this machine
+            kwargs.update(address="local", include_dashboard=False, num_cpus=self.num_cpus, num_gpus=self.num_gpus)
         if self.host is not None:
             self.host.status("starting Ray" if not self.address else f"joining Ray at {self.address}")
         try:
@@ -116,6 +117,15 @@ class RayRunner(Runner):
             self.host.log("ray_connected", address=self.address or "private", nodes=len(ray.nodes()),
                           cpus=res.get("CPU", 0), gpus=res.get("GPU", 0))
 
+    def schedule(self) -> Any:
+        """The run's :class:`Schedule` actor (started once, on first use)."""
+        with self._connect_lock:
+            if self._schedule is None:
+                import ray
+
+                self._schedule = ray.remote(Schedule).options(num_cpus=0, max_restarts=-1).remote()
+        return self._schedule
+
     def _pool(self, model: Any, local: Backend) -> Backend:
         pool = self.pools.get(model.label)
         if pool is None:
@@ -125,6 +135,16 @@ class RayRunner(Runner):
     def close(self) -> None:
         for pool in self.pools.values():
             pool.stop()
+        if self._schedule is not None and self.host is not None:
+            import ray
+
+            try:  # what the shared schedule paced: the log shows the limit held run-wide
+                calls = ray.get(self._schedule.calls.remote(), timeout=10)
+                if calls:
+                    self.host.log("shared_schedule", calls=calls)
+            except Exception:  # the log line must not fail the run
+                pass
+            self._schedule = None
         if self._started_ray:
             import ray
 
@@ -175,12 +195,41 @@ class RayRunner(Runner):
         return lines
 
 
+class Schedule:
+    """A Ray actor holding the run's shared state (luopan.limits): an API's requests-per-minute schedule, one
+    for every replica on every node. Its methods run one at a time, so each update is atomic."""
+
+    def __init__(self) -> None:
+        self.states: dict[str, dict[str, Any]] = {}
+
+    def apply(self, key: str, fn: Callable[[dict[str, Any]], Any]) -> Any:
+        return fn(self.states.setdefault(key, {}))
+
+    def calls(self) -> dict[str, int]:
+        return {k: int(v.get("calls", 0)) for k, v in self.states.items()}
+
+
+class RayState:
+    """luopan.limits.SharedState on the :class:`Schedule` actor."""
+
+    def __init__(self, actor: Any) -> None:
+        self.actor = actor
+
+    def apply(self, key: str, fn: Callable[[dict[str, Any]], Any]) -> Any:
+        import ray
+
+        return ray.get(self.actor.apply.remote(key, fn))
+
+
 class Replica:
     """A Ray actor: one loaded backend answering chunks of requests."""
 
-    def __init__(self, backend: str, params: dict[str, Any], kind: str | None) -> None:
+    def __init__(self, backend: str, params: dict[str, Any], kind: str | None, schedule: Any = None) -> None:
         from luopan import load_registry
+        from luopan.limits import use_shared_state
 
+        if schedule is not None:  # before the backend is built: its rate limiter takes the shared schedule
+            use_shared_state(RayState(schedule))
         self.backend = load_registry().get("backend", backend).create(params)
         if kind:
             self.backend.kind = kind
@@ -246,7 +295,8 @@ class ReplicaPool(Backend):
             host = self.runner.host
             if host is not None:
                 host.status(f"{self.model.label}: starting {res['replicas']} replica(s) on Ray")
-            actors = [actor.remote(self.model.backend, self.model.params, self.model.kind)
+            schedule = self.runner.schedule()
+            actors = [actor.remote(self.model.backend, self.model.params, self.model.kind, schedule)
                       for _ in range(res["replicas"])]
             try:
                 where = ray.get([a.where.remote() for a in actors])
