@@ -303,3 +303,39 @@ def test_fewer_collections_raises_and_restores_the_gc_thresholds():
             assert gc.get_threshold()[0] == 0
     finally:
         gc.set_threshold(*before)
+
+
+def test_auto_shards_are_sized_from_the_plans_request_counts():
+    from luopan.planning import SHARD_REQUESTS, auto_shards
+    from luopan.types import Sample
+
+    def groups(n: int, options: int) -> list[list[Sample]]:
+        return [[Sample(f"q{i}", "s", "p", 0, choices=[" A"] * options)] for i in range(n)]
+
+    assert auto_shards(groups(100, 4), "likelihood", 1) == 1  # small: one shard
+    big = groups(11_582, 4)  # CMMLU: 46,328 requests
+    assert auto_shards(big, "likelihood", 1) == -(-46_328 // SHARD_REQUESTS) == 3
+    assert auto_shards(big, "likelihood", 2) == 4  # a multiple of the replicas: each gets an equal share
+    assert auto_shards(big, "generate", 1) == 1  # one request per question when generating
+    assert auto_shards(groups(3, 4), "likelihood", 8) == 3  # never more shards than questions
+
+
+def test_shards_auto_in_a_run_file(tmp_path):
+    import yaml
+
+    from luopan.pipeline import Run
+    from luopan.plugins import load_registry
+
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump({
+        "run": {"output_dir": str(tmp_path / "out"), "name": "r"},
+        "models": [{"preset": "fake", "resources": {"replicas": 2}}],
+        "datasets": [{"preset": "demo_mcq", "shards": "auto"}]}), encoding="utf-8")
+    from luopan.config import load_run
+
+    reg = load_registry()
+    run = Run(load_run(path, reg), reg, progress=False)
+    units = run.plan()
+    assert [u.n_shards for u in units] == [2, 2]  # small, but one shard per replica
+    results = run.execute()
+    assert all(r.error is None for r in results)

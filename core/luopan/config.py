@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -92,7 +92,18 @@ class DatasetSpec(_Strict):
     evaluator: str | None = None
     evaluator_params: dict[str, Any] = Field(default_factory=dict)
     generation: GenerationSpec = Field(default_factory=GenerationSpec)
-    shards: int = Field(default=1, ge=1, le=MAX_SHARDS)
+    #: split each unit of this dataset into this many shards (result files, array tasks); "auto": sized from
+    #: the plan's request counts and the model's replicas (planning.auto_shards)
+    shards: Annotated[int, Field(ge=1, le=MAX_SHARDS)] | Literal["auto"] = 1
+
+    @field_validator("shards", mode="before")
+    @classmethod
+    def _shards(cls, v: Any) -> Any:
+        if v == "auto":
+            return v
+        if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= MAX_SHARDS:
+            raise ValueError(f"must be a number from 1 to {MAX_SHARDS}, or auto")
+        return v
     #: answers per sample (generation only): each sample is asked n times with seeds seed+0 .. seed+n-1, for
     #: pass@k and other sampled metrics; copies carry meta["problem"] (the sample's id) and meta["repeat"]
     repeats: int = Field(default=1, ge=1, le=MAX_REPEATS)
@@ -160,7 +171,7 @@ class ResolvedDataset:
     evaluator: str | None
     evaluator_params: dict[str, Any]
     generation: dict[str, Any]
-    shards: int
+    shards: int | str
     preset: str | None = None
     judge: str | list[str] | None = None  # as written; ``judges`` is the resolved list of model labels
     judges: list[str] = field(default_factory=list)

@@ -8,6 +8,7 @@ import dataclasses
 import random
 import sys
 from collections import defaultdict
+from collections.abc import Sequence
 from typing import Any
 
 from luopan.components import Dataset
@@ -164,8 +165,13 @@ def plan_units(config: RunConfig, datasets: DatasetPool, models: ModelPool, reso
             samples = samples_by_ds[ds.label]
             mode = _mode(model, ds)
             _check(config, model, ds, mode, samples, backend.capabilities)
-            n = ds.shards
             groups = question_groups(samples)  # a shard boundary never splits a question
+            if only is not None:
+                n = only.n_shards
+            elif ds.shards == "auto":
+                n = auto_shards(groups, mode, model.resources.get("replicas", 1))
+            else:
+                n = int(ds.shards)
             if n > max(1, len(groups)):
                 raise ConfigError(f"{config.source}: dataset '{ds.label}': shards: {n} is more than its "
                                   f"{len(groups)} questions; use at most {max(1, len(groups))}")
@@ -184,6 +190,21 @@ def plan_units(config: RunConfig, datasets: DatasetPool, models: ModelPool, reso
         if u.multi_turn:
             count_later_turns(u, resolver)
     return units
+
+
+#: ``shards: auto`` aims at about this many requests per shard (a few minutes of a GPU's likelihood scoring)
+SHARD_REQUESTS = 20_000
+
+
+def auto_shards(groups: Sequence[Sequence[Sample]], mode: str, replicas: int) -> int:
+    """``shards: auto``: enough shards that none holds much more than :data:`SHARD_REQUESTS` requests, and a
+    multiple of the model's replicas so each gets an equal share; never more than the questions. The plan's own
+    request counts decide (a likelihood question asks one request per option), not a guess from text length."""
+    requests = sum(len(s.choices or ()) if mode == "likelihood" else 1 for g in groups for s in g)
+    replicas = max(1, int(replicas))
+    n = max(1, -(-requests // SHARD_REQUESTS))
+    n = -(-n // replicas) * replicas
+    return max(1, min(n, len(groups)))
 
 
 def next_turn(request: GenerationRequest, answer: str, user: str) -> GenerationRequest:
