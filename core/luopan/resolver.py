@@ -1,8 +1,8 @@
 """The one path every request takes: look it up in the cache, ask the backend for what is missing, record.
 
 Single-turn units, later turns of multi-turn samples, peers' outputs, judge calls and repeats all go through
-:meth:`RequestResolver.resolve`: results come back in request order, answers are cached as they arrive (every
-``chunk_size`` answers or every second, so an interruption loses little), failures come back as errors by index
+:meth:`RequestResolver.resolve`: results come back in request order, answers are cached as they arrive (at least
+once a second, in transactions of up to :data:`FLUSH_ROWS` answers, so an interruption loses little), failures come back as errors by index
 and are never cached. Backends are built once per model and loaded only when a request is not in the cache.
 """
 
@@ -88,6 +88,10 @@ class ModelPool:
                 log.warning("backend_close_failed", exc_info=True)
 
 
+#: answers recorded per cache transaction at most (besides once a second)
+FLUSH_ROWS = 16_384
+
+
 class RequestResolver:
     """Answers requests from the cache or a model, recording what the model answers."""
 
@@ -129,7 +133,9 @@ class RequestResolver:
     def _answer(self, backend: Backend, mode: str, requests: Sequence[Request], keys: Sequence[bytes],
                 missing: list[int], out: list[Any], task: int, unit_id: str) -> dict[int, str]:
         """Stream the missing requests through the backend, caching answers as they arrive."""
-        flush_n = max(1, int(backend.chunk_size))
+        # a commit per second at most (or per FLUSH_ROWS answers): a fast backend's answers go in a few large
+        # transactions (a commit costs more than a thousand rows), a slow one's are never more than 1 s at risk
+        flush_n = max(FLUSH_ROWS, int(backend.chunk_size))
         failed: dict[int, str] = {}
         buf: list[tuple[bytes, Any]] = []
         n_done = 0
