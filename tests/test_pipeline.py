@@ -243,13 +243,15 @@ def test_kill_9_then_rerun_resumes_without_resending_and_matches_uninterrupted(t
     assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     cached = db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
     db.close()
-    assert cached % chunk == 0 and before - cached <= chunk  # whole chunks only; at most one was in flight
+    # what was lost: the chunk in flight and the answers of the last tenth of a second (commits are at most ten
+    # a second: here a chunk arrives every 0.03 s, so up to four wait for the next commit)
+    assert before - cached <= 5 * chunk, (before, cached)
 
     proc = _subprocess_run(cfg)
     assert proc.wait(timeout=120) == 0, proc.stderr.read().decode()
     calls = served(log)
     assert len(set(calls)) == total  # every request answered
-    assert len(calls) - total == before - cached  # only the in-flight chunk was sent again
+    assert len(calls) - total == before - cached  # only what the cache lacked was sent again
 
     clean = tmp_path / "clean"
     clean_log = tmp_path / "clean.log"

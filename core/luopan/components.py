@@ -90,7 +90,7 @@ class Backend(Component):
     def stream(self, mode: str, requests: Sequence[Any]) -> Iterator[tuple[int, Result | FailedResult]]:
         """Answer ``requests`` and yield ``(index, result)`` pairs as they complete, in any order.
 
-        The kernel caches what it receives as it goes (at least every second, and every ``chunk_size`` results or more), so an
+        The kernel caches what it receives as it goes (every ``chunk_size`` results, at most ten commits a second and at least one), so an
         interruption loses little. The default calls :meth:`loglikelihood` or :meth:`generate` one
         ``chunk_size`` at a time; concurrent backends (API clients) override it to yield each answer the
         moment it arrives. A result may be a :class:`~luopan.types.FailedResult` for a request that failed

@@ -1,8 +1,8 @@
 """The one path every request takes: look it up in the cache, ask the backend for what is missing, record.
 
 Single-turn units, later turns of multi-turn samples, peers' outputs, judge calls and repeats all go through
-:meth:`RequestResolver.resolve`: results come back in request order, answers are cached as they arrive (at least
-once a second, in transactions of up to :data:`FLUSH_ROWS` answers, so an interruption loses little), failures come back as errors by index
+:meth:`RequestResolver.resolve`: results come back in request order, answers are cached as they arrive (a
+backend chunk at a time, at most ten commits a second and at least one, so an interruption loses little), failures come back as errors by index
 and are never cached. Backends are built once per model and loaded only when a request is not in the cache.
 """
 
@@ -88,7 +88,9 @@ class ModelPool:
                 log.warning("backend_close_failed", exc_info=True)
 
 
-#: answers recorded per cache transaction at most (besides once a second)
+#: the cache commits a backend's answers at most this often (unless FLUSH_ROWS are waiting) ...
+COMMIT_EVERY_S = 0.1
+#: ... and at least once a second; a killed run loses the answers of that last moment and the chunk in flight
 FLUSH_ROWS = 16_384
 
 
@@ -133,9 +135,9 @@ class RequestResolver:
     def _answer(self, backend: Backend, mode: str, requests: Sequence[Request], keys: Sequence[bytes],
                 missing: list[int], out: list[Any], task: int, unit_id: str) -> dict[int, str]:
         """Stream the missing requests through the backend, caching answers as they arrive."""
-        # a commit per second at most (or per FLUSH_ROWS answers): a fast backend's answers go in a few large
-        # transactions (a commit costs more than a thousand rows), a slow one's are never more than 1 s at risk
-        flush_n = max(FLUSH_ROWS, int(backend.chunk_size))
+        # a commit per backend chunk, but not more often than every COMMIT_EVERY_S (a commit costs as much as a
+        # thousand rows: a fast backend's answers go in a few large transactions) and at least once a second
+        flush_n = max(1, int(backend.chunk_size))
         failed: dict[int, str] = {}
         buf: list[tuple[bytes, Any]] = []
         n_done = 0
@@ -158,7 +160,8 @@ class RequestResolver:
                 else:
                     out[i] = result
                     buf.append((keys[i], result))
-                if len(buf) >= flush_n or time.monotonic() - last >= 1.0:
+                waited = time.monotonic() - last
+                if (len(buf) >= flush_n and waited >= COMMIT_EVERY_S) or waited >= 1.0 or len(buf) >= FLUSH_ROWS:
                     flush()
         finally:
             flush()  # an exception or an interruption keeps every answer received so far
