@@ -106,8 +106,7 @@ def main() -> None:
         if head.returncode != 0:
             sys.exit(f"ray start failed: {head.stderr[-2000:]}")
         try:
-            t_joined, _ = run({**fake, "run": {"runner": "ray"}}, work, "fake_ray_joined", "--address",
-                              "127.0.0.1:6390")
+            t_joined, _ = run({**fake, "run": {"runner": "ray"}}, work, "fake_ray_joined", "--address", "auto")
         finally:
             subprocess.run(["ray", "stop"], capture_output=True)
         report["overhead"] = {"fake_local_s": round(t_local, 2), "fake_ray_private_s": round(t_private, 2),
