@@ -329,10 +329,12 @@
   if (INDEX.units.length) {
     fillSubsets(INDEX.units[0]);
     if (location.hash === "#samples" || size(INDEX.units[0].key) <= SMALL) sRender(false);
+    else sInfo.textContent = size(INDEX.units[0].key) + " samples: press \u201cshow samples\u201d to load them";
   }
   if (cDataset.options.length) {
     fillModels();
     if (location.hash === "#compare" || (size(cA.value) <= SMALL && size(cB.value) <= SMALL)) cRender(false);
+    else cInfo.textContent = "press \u201ccompare\u201d to load both models' samples";
   } else {
     cInfo.textContent = "no dataset was run by two or more models";
   }
