@@ -155,6 +155,41 @@ def test_hostile_text_is_inert_in_every_file(tmp_path, report_registry):
     assert "\\u003c/script\\u003e\\u003cscript\\u003ealert(1)" in js and "\\u2028" in js
 
 
+def test_failed_samples_unparsed_answers_and_a_failed_unit_are_shown(tmp_path):
+    """A folder written by hand as a run writes it: a unit whose requests partly failed (no predictions, the
+    failed items listed), a unit with an answer that could not be parsed; rebuilt with luopan.rebuild_reports."""
+    from luopan import rebuild_reports
+
+    out = tmp_path / "run"
+    (out / "results/api").mkdir(parents=True)
+    (out / "results/local").mkdir(parents=True)
+    (out / "predictions/local").mkdir(parents=True)
+    (out / "results/api/qa.json").write_text(json.dumps({
+        "model": "api", "dataset": "qa", "metric": "accuracy", "subsets": [], "error": "2 of 3 samples failed",
+        "failed_items": [{"id": "a/0", "subset": "a", "error": "HTTP 500 <b>boom</b>"},
+                         {"id": "a/1", "subset": "a", "error": "timeout"}]}))
+    (out / "results/local/qa.json").write_text(json.dumps({
+        "model": "local", "dataset": "qa", "metric": "accuracy", "error": None, "failed_items": [],
+        "subsets": [{"subset": "a", "n": 3, "score": 1 / 3, "metrics": {},
+                     "stats": {"score": {"n": 3, "se": 0.33, "ci": [-0.1, 0.9], "method": "mean", "sd": 0.57}}}]}))
+    recs = [{"id": "a/0", "subset": "a", "prompt": "Q0", "target": "x", "output": "<think>hm</think>x",
+             "prediction": "x", "score": 1.0},
+            {"id": "a/1", "subset": "a", "prompt": "Q1", "target": "y", "output": "no idea", "prediction": None,
+             "score": 0.0, "extra": {"parsed": 0.0}},
+            {"id": "a/2", "subset": "a", "prompt": "Q2", "target": "z", "output": "w", "prediction": "w",
+             "score": 0.0}]
+    (out / "predictions/local/qa.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    assert rebuild_reports(out, registry()) == [out / "report.html"]
+    html = (out / "report.html").read_text(encoding="utf-8")
+    assert ">failed<" in html and "2 of 3 samples failed" in html
+    api = payload(out / "report/api/qa.js")
+    assert [(r["id"], r["st"]) for r in api["rows"]] == [("a/0", "failed"), ("a/1", "failed")]
+    assert api["rows"][0]["e"] == "HTTP 500 <b>boom</b>"
+    local = payload(out / "report/local/qa.js")
+    assert [r["st"] for r in local["rows"]] == ["right", "unparsed", "wrong"]
+    assert "<b>" not in (out / "report/api/qa.js").read_text(encoding="utf-8")
+
+
 def test_luopan_report_on_a_folder_that_is_not_a_run_is_a_one_line_error(tmp_path, capsys):
     from luopan.cli import main
 

@@ -174,6 +174,7 @@ def _unit_payload(u: UnitData, recs: list[dict[str, Any]]) -> dict[str, Any]:
     params = ((prov.get("dataset") or {}).get("params") or {})
     labels = params.get("choice_labels") if isinstance(params.get("choice_labels"), list) else None
     failed = {f.get("id"): f.get("error", "") for f in u.result.get("failed_items") or []}
+    failed_ids = set(failed)
     prompts = [_prompt_text(r) for r in recs]
     by_subset: dict[str, list[int]] = defaultdict(list)
     for i, r in enumerate(recs):
@@ -201,7 +202,7 @@ def _unit_payload(u: UnitData, recs: list[dict[str, Any]]) -> dict[str, Any]:
                 prefixes.append(head)
             pidx[i] = prefix_of[head]
             text = text[cut[i]:]
-        st = _status(r, set(failed))
+        st = _status(r, failed_ids)
         counts[st] += 1
         choices = r.get("choices")
         row: dict[str, Any] = {"id": r.get("id"), "s": r.get("subset"), "st": st, "sc": r.get("score"),
@@ -221,6 +222,14 @@ def _unit_payload(u: UnitData, recs: list[dict[str, Any]]) -> dict[str, Any]:
         if r.get("id") in failed:
             row["e"] = failed[r.get("id")]
         rows.append(row)
+    seen = {r.get("id") for r in recs}
+    for f in u.result.get("failed_items") or []:  # a unit with failed requests writes no predictions: list them
+        if f.get("id") in seen:
+            continue
+        by_subset.setdefault(str(f.get("subset", "")), [])
+        counts["failed"] += 1
+        rows.append({"id": f.get("id"), "s": f.get("subset"), "st": "failed", "sc": None, "pp": -1, "p": "",
+                     "pr": "", "g": "", "e": f.get("error", "")})
     u.counts = counts
     u.subsets = list(by_subset)
     return {"unit": u.key, "prefixes": prefixes, "rows": rows}
