@@ -40,7 +40,7 @@ _HOME: dict[str, str] = {
     # helpers every plugin may use
     "require": "deps", "find_data": "data", "files_fingerprint": "data", "read_jsonl": "data",
     "csv_records": "data", "atomic_write": "files", "safe_name": "files", "add_secret": "secrets",
-    "nearest": "plugins", "to_markdown": "report", "PromptTemplate": "prompts", "validate_template": "prompts",
+    "nearest": "plugins", "to_markdown": "report", "rebuild_reports": "report", "PromptTemplate": "prompts", "validate_template": "prompts",
     "TemplateRenderError": "prompts", "ensure_dir": "files",
 }
 
@@ -75,7 +75,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time names load on first
     from luopan.hookspecs import Register, RegisterPreset, RunnerHost, RunView, hookimpl
     from luopan.plugins import load_registry, nearest
     from luopan.prompts import PromptTemplate, TemplateRenderError, validate_template
-    from luopan.report import to_markdown
+    from luopan.report import rebuild_reports, to_markdown
     from luopan.secrets import add_secret
     from luopan.types import (
         ConversationResult,

@@ -83,6 +83,8 @@ def _parser() -> Any:
     w = sub.add_parser("which", help="which plugin, distribution or registry file defines NAME")
     w.add_argument("name")
     sub.add_parser("plugins", help="list plugins, their distributions, and load errors")
+    rp = sub.add_parser("report", help="rebuild report.html (and other reports) from a finished run folder")
+    rp.add_argument("run_dir", metavar="RUN_DIR", help="a run's output folder (e.g. outputs/my-run)")
     return p
 
 
@@ -206,6 +208,12 @@ def _dispatch(args: Any) -> int:
         _import_structlog()
     if args.command == "plugins":
         return _plugins(reg)
+    if args.command == "report":
+        from luopan.report import rebuild_reports
+
+        for path in rebuild_reports(args.run_dir, reg):
+            print(f"written: {path}")
+        return 0
     if args.command == "list":
         return _list(reg, args.kind)
     if args.command == "which":

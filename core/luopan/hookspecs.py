@@ -187,3 +187,10 @@ def luopan_run_finish(run: RunView, results: list[UnitResult]) -> None:
     """Called after every unit ran and the summaries were written. ``run.units`` are the units,
     ``run.predictions(unit)`` a unit's per-sample records, ``run.add_tables(tables)`` appends
     :class:`~luopan.components.SummaryTable` s to the summary and rewrites it."""
+
+
+@hookspec
+def luopan_report(out: Path) -> list[Path]:
+    """Rebuild, from the finished run folder ``out``, the files this plugin writes after a run (``luopan report
+    RUN_DIR``, :func:`luopan.rebuild_reports`); return the paths written. Only the run folder's files may be read
+    (summary.json, results/, predictions/, config.yaml, run.log): the run's components are not loaded."""

@@ -78,3 +78,24 @@ def write_summaries(out: Path, tables: Sequence[SummaryTable], results: Sequence
     atomic_write(out / "summary.json", json.dumps(
         {"tables": [asdict(t) for t in tables], "units": [asdict(r) for r in results]},
         ensure_ascii=False, indent=2))
+
+
+def rebuild_reports(run_dir: str | Path, registry: Any = None) -> list[Path]:
+    """Rebuild the reports plugins write after a run (report.html: the ``luopan_report`` hook) from the finished
+    run folder ``run_dir``, with the installed plugins (or ``registry``); return the paths written. A folder a
+    run did not write is a :class:`~luopan.errors.ConfigError`."""
+    from luopan.errors import ConfigError
+
+    out = Path(run_dir)
+    if not out.is_dir() or not ((out / "results").is_dir() or (out / "summary.json").is_file()):
+        raise ConfigError(f"{out}: not a run folder (no results/ or summary.json in it); give the folder a run "
+                          "wrote, e.g. outputs/<run name>")
+    if registry is None:
+        from luopan.plugins import get_registry
+
+        registry = get_registry()
+    written = [Path(p) for paths in registry.pm.hook.luopan_report(out=out) for p in (paths or ())]
+    if not written:
+        raise ConfigError("no installed plugin writes reports (the luopan_report plugin is part of luopan: "
+                          "is it disabled by LUOPAN_DISABLE_PLUGINS?)")
+    return written
