@@ -6,9 +6,12 @@ Needs Chromium (Debian: ``apt-get install -y chromium``); skipped, saying so, wh
 
 from __future__ import annotations
 
+import asyncio
+import json
 import re
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -81,3 +84,151 @@ def test_a_screenshot_of_the_page(tmp_path, hostile_run):
     chromium(tmp_path, (hostile_run / "report.html").as_uri() + "#samples", f"--screenshot={shot}",
              "--window-size=1280,2000")
     assert shot.stat().st_size > 10_000
+
+
+class DevTools:
+    """Headless Chromium driven over the DevTools protocol (on 127.0.0.1): open a page, run script in it."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.proc = subprocess.Popen(
+            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-extensions",
+             "--allow-file-access-from-files", f"--user-data-dir={tmp / 'cdp-profile'}",
+             "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0", "about:blank"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 60
+        self.port = None
+        while time.monotonic() < deadline and self.port is None:
+            line = self.proc.stderr.readline()
+            m = re.search(r"DevTools listening on ws://127\.0\.0\.1:(\d+)/", line)
+            if m:
+                self.port = int(m.group(1))
+        assert self.port, "chromium did not open its DevTools port"
+        self.loop = asyncio.new_event_loop()
+        self.loop.run_until_complete(self._connect())
+        self.seq = 0
+
+    async def _connect(self) -> None:
+        import aiohttp
+
+        self.http = aiohttp.ClientSession()
+        targets = await (await self.http.get(f"http://127.0.0.1:{self.port}/json/list")).json()
+        page = next(t for t in targets if t["type"] == "page")
+        self.ws = await self.http.ws_connect(page["webSocketDebuggerUrl"], max_msg_size=0)
+
+    async def _call(self, method: str, params: dict | None = None) -> dict:
+        self.seq += 1
+        await self.ws.send_json({"id": self.seq, "method": method, "params": params or {}})
+        while True:
+            msg = await asyncio.wait_for(self.ws.receive_json(), timeout=60)
+            if msg.get("id") == self.seq:
+                assert "error" not in msg, msg
+                return msg["result"]
+
+    def call(self, method: str, params: dict | None = None) -> dict:
+        return self.loop.run_until_complete(self._call(method, params))
+
+    def js(self, expression: str):
+        res = self.call("Runtime.evaluate", {"expression": expression, "returnByValue": True, "awaitPromise": True})
+        assert "exceptionDetails" not in res, res
+        return res["result"].get("value")
+
+    def wait(self, expression: str, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while not self.js(expression):
+            assert time.monotonic() < deadline, f"never true: {expression}"
+            time.sleep(0.05)
+
+    def close(self) -> None:
+        self.loop.run_until_complete(self.http.close())
+        self.loop.close()
+        self.proc.kill()
+        self.proc.wait()
+
+
+def _statuses(run: Path) -> dict[str, dict[str, str]]:
+    """Per model: sample id -> right / wrong / unparsed, from the predictions, as the report defines them."""
+    out: dict[str, dict[str, str]] = {}
+    for f in sorted((run / "predictions").glob("*/*.jsonl")):
+        recs = [json.loads(x) for x in f.read_text(encoding="utf-8").splitlines() if x.strip()]
+        out[f.parent.name] = {r["id"]: ("unparsed" if r.get("score") is None or r.get("prediction") is None
+                                        else "right" if r["score"] >= 0.5 else "wrong") for r in recs}
+    return out
+
+
+@needs_chromium
+def test_the_filters_search_and_sorting_show_the_right_rows(tmp_path):
+    """Clicks and choices in the page itself: each status filter shows exactly the samples of that status, the
+    search finds one sample by its id, the side by side filters show the items where A is right and B wrong (and
+    the reverse), and a click on a column header sorts the table by it."""
+    from luopan.cli import main
+    from luopan.plugins import reset_registry
+
+    cfg = run_file(tmp_path, "  - {backend: fake, kind: chat}\n  - {name: other, backend: fake, kind: chat, "
+                             "params: {seed: 1}}\n")
+    reset_registry(registry())
+    try:
+        assert main(["run", str(cfg), "--no-progress"]) == 0
+    finally:
+        reset_registry(None)
+    run = tmp_path / "outputs" / "r1"
+    truth = _statuses(run)
+    a, b = sorted(truth)
+    # the data exercise every filter: both verdicts, and items where the models disagree both ways
+    assert {"right", "wrong"} <= set(truth[a].values())
+    assert any(truth[a][i] == "right" and truth[b][i] == "wrong" for i in truth[a])
+    assert any(truth[b][i] == "right" and truth[a][i] == "wrong" for i in truth[a])
+    browser = DevTools(tmp_path)
+    try:
+        browser.call("Page.navigate", {"url": (run / "report.html").as_uri() + "#samples"})
+        browser.wait("document.querySelectorAll('#s-list article').length > 0")
+        units = browser.js("Array.from(document.getElementById('s-unit').options).map(o => o.value)")
+        for key in units:
+            model = next(m for m in truth if key.startswith(m + "/") or f"/{m}/" in key or key.split("/")[0] == m)
+            for status in ("right", "wrong", "unparsed"):
+                shown = browser.js(f"""(async () => {{
+                    const u = document.getElementById('s-unit'); u.value = {json.dumps(key)};
+                    u.dispatchEvent(new Event('change'));
+                    const s = document.getElementById('s-status'); s.value = '{status}';
+                    s.dispatchEvent(new Event('change'));
+                    await new Promise(r => setTimeout(r, 200));
+                    return Array.from(document.querySelectorAll('#s-list article')).map(e => e.className);
+                }})()""")
+                want = sum(1 for st in truth[model].values() if st == status)
+                assert len(shown) == want and all(status in c for c in shown), (key, status, shown, want)
+        some_id = sorted(truth[a])[5]
+        found = browser.js(f"""(async () => {{
+            const s = document.getElementById('s-status'); s.value = ''; s.dispatchEvent(new Event('change'));
+            const q = document.getElementById('s-search'); q.value = {json.dumps(some_id)};
+            q.dispatchEvent(new Event('input'));
+            await new Promise(r => setTimeout(r, 600));
+            return Array.from(document.querySelectorAll('#s-list article')).map(e => e.textContent);
+        }})()""")
+        assert len(found) >= 1 and all(some_id in t for t in found), found
+        # side by side: A right, B wrong, and the reverse
+        for flt, (x, y) in (("ab", (a, b)), ("ba", (b, a))):
+            pairs = browser.js(f"""(async () => {{
+                const sel = (id, v) => {{ const e = document.getElementById(id); e.value = v;
+                                          e.dispatchEvent(new Event('change')); }};
+                const byModel = (id, m) => Array.from(document.getElementById(id).options)
+                                              .find(o => o.textContent === m).value;
+                document.getElementById('c-search').value = '';
+                sel('c-a', byModel('c-a', {json.dumps(a)})); sel('c-b', byModel('c-b', {json.dumps(b)}));
+                sel('c-filter', '{flt}');
+                document.getElementById('c-load').click();
+                await new Promise(r => setTimeout(r, 400));
+                return document.querySelectorAll('#c-list article').length;
+            }})()""")
+            want = sum(1 for i, st in truth[x].items() if st == "right" and truth[y].get(i) == "wrong")
+            assert pairs == want, (flt, pairs, want)
+        # sorting: a click on a subset table's score column orders its rows
+        order = browser.js("""(() => {
+            const t = Array.from(document.querySelectorAll('table.sortable')).find(t => t.tBodies[0].rows.length > 2);
+            t.closest('details') && (t.closest('details').open = true);
+            const th = t.tHead.rows[0].cells[t.tHead.rows[0].cells.length - 1]; th.click();
+            const col = th.cellIndex;
+            return Array.from(t.tBodies[0].rows).map(r => parseFloat(r.cells[col].dataset.v));
+        })()""")
+        values = [v for v in order if v == v]  # NaN (no value) rows go last either way
+        assert values == sorted(values) or values == sorted(values, reverse=True), order
+    finally:
+        browser.close()
