@@ -6,15 +6,15 @@ Needs Chromium (Debian: ``apt-get install -y chromium``); skipped, saying so, wh
 
 from __future__ import annotations
 
-import asyncio
+import base64
 import json
 import re
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
+from cdp import DevTools  # tools/cdp.py
 from test_report import HOSTILE, HostilePlugin, registry, run_file
 
 pytestmark = pytest.mark.slow
@@ -86,65 +86,6 @@ def test_a_screenshot_of_the_page(tmp_path, hostile_run):
     assert shot.stat().st_size > 10_000
 
 
-class DevTools:
-    """Headless Chromium driven over the DevTools protocol (on 127.0.0.1): open a page, run script in it."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.proc = subprocess.Popen(
-            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-extensions",
-             "--allow-file-access-from-files", f"--user-data-dir={tmp / 'cdp-profile'}",
-             "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 60
-        self.port = None
-        while time.monotonic() < deadline and self.port is None:
-            line = self.proc.stderr.readline()
-            m = re.search(r"DevTools listening on ws://127\.0\.0\.1:(\d+)/", line)
-            if m:
-                self.port = int(m.group(1))
-        assert self.port, "chromium did not open its DevTools port"
-        self.loop = asyncio.new_event_loop()
-        self.loop.run_until_complete(self._connect())
-        self.seq = 0
-
-    async def _connect(self) -> None:
-        import aiohttp
-
-        self.http = aiohttp.ClientSession()
-        targets = await (await self.http.get(f"http://127.0.0.1:{self.port}/json/list")).json()
-        page = next(t for t in targets if t["type"] == "page")
-        self.ws = await self.http.ws_connect(page["webSocketDebuggerUrl"], max_msg_size=0)
-
-    async def _call(self, method: str, params: dict | None = None) -> dict:
-        self.seq += 1
-        await self.ws.send_json({"id": self.seq, "method": method, "params": params or {}})
-        while True:
-            msg = await asyncio.wait_for(self.ws.receive_json(), timeout=60)
-            if msg.get("id") == self.seq:
-                assert "error" not in msg, msg
-                return msg["result"]
-
-    def call(self, method: str, params: dict | None = None) -> dict:
-        return self.loop.run_until_complete(self._call(method, params))
-
-    def js(self, expression: str):
-        res = self.call("Runtime.evaluate", {"expression": expression, "returnByValue": True, "awaitPromise": True})
-        assert "exceptionDetails" not in res, res
-        return res["result"].get("value")
-
-    def wait(self, expression: str, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while not self.js(expression):
-            assert time.monotonic() < deadline, f"never true: {expression}"
-            time.sleep(0.05)
-
-    def close(self) -> None:
-        self.loop.run_until_complete(self.http.close())
-        self.loop.close()
-        self.proc.kill()
-        self.proc.wait()
-
-
 def _statuses(run: Path) -> dict[str, dict[str, str]]:
     """Per model: sample id -> right / wrong / unparsed, from the predictions, as the report defines them."""
     out: dict[str, dict[str, str]] = {}
@@ -177,7 +118,7 @@ def test_the_filters_search_and_sorting_show_the_right_rows(tmp_path):
     assert {"right", "wrong"} <= set(truth[a].values())
     assert any(truth[a][i] == "right" and truth[b][i] == "wrong" for i in truth[a])
     assert any(truth[b][i] == "right" and truth[a][i] == "wrong" for i in truth[a])
-    browser = DevTools(tmp_path)
+    browser = DevTools(CHROMIUM, tmp_path)
     try:
         browser.call("Page.navigate", {"url": (run / "report.html").as_uri() + "#samples"})
         browser.wait("document.querySelectorAll('#s-list article').length > 0")
@@ -230,5 +171,9 @@ def test_the_filters_search_and_sorting_show_the_right_rows(tmp_path):
         })()""")
         values = [v for v in order if v == v]  # NaN (no value) rows go last either way
         assert values == sorted(values) or values == sorted(values, reverse=True), order
+        browser.js("1")  # collect the events that arrived meanwhile
+        assert not browser.errors(), browser.errors()  # no console error, no uncaught exception
+        shot = browser.call("Page.captureScreenshot", {"format": "png"})
+        (tmp_path / "report-compare.png").write_bytes(base64.b64decode(shot["data"]))
     finally:
         browser.close()
