@@ -244,3 +244,46 @@ def test_fake_cmmlu_run_with_two_models_keeps_the_page_small(tmp_path):
     assert html.count('class="best"') >= 1
     rows = payload(out / "report/fake/cmmlu.js")["rows"]
     assert len(rows) == 11582
+
+
+def test_operations_show_an_api_models_cost_and_retries(tmp_path, report_registry):
+    """An API model behind a proxy that fails a third of the requests with 500: the operations table shows its
+    tokens and their cost at its price, and the API calls table its retries (from run.log)."""
+    import faultproxy as fp
+    from luopan.cli import main
+
+    with fp.ProxyThread(None, faults=["500"], fault_rate=0.34, seed=4) as proxy:
+        model = ("  - {name: api, backend: openai, kind: chat, params: {base_url: '" + proxy.base_url + "', "
+                 "model: mock, api_key_env: null, max_retries: 8, retry_max_wait: 0.05, "
+                 "price: {prompt: 2.0, completion: 8.0, currency: USD}}}\n")
+        assert main(["run", str(run_file(tmp_path, model)), "--no-progress"]) == 0
+        stats = proxy.stats.copy()
+    out = tmp_path / "outputs" / "r1"
+    html = (out / "report.html").read_text(encoding="utf-8")
+    result = json.loads((out / "results/api/toy.json").read_text())
+    assert result["usage"]["cost"] > 0
+    assert f"{result['usage']['cost']:.4f} USD" in html
+    api = html[html.index("API calls"):]
+    retried = stats.faults.get("500", 0)
+    assert retried > 0
+    row = re.search(r"<td[^>]*>mock</td><td[^>]*>[^<]*</td><td[^>]*>(\d+)</td><td[^>]*>(\d+)</td>", api)
+    assert row and int(row.group(2)) == retried, (row and row.groups(), retried)
+
+
+def test_plots_saved_by_plugins_are_embedded(tmp_path, report_registry):
+    """A heatmap another plugin saved in the run folder (the needle grids, the arena's ratings) is shown in the
+    page as a data: image, so the page still fetches nothing."""
+    import base64
+
+    from luopan.cli import main
+
+    assert main(["run", str(run_file(tmp_path, "  - {backend: fake}\n")), "--no-progress"]) == 0
+    out = tmp_path / "outputs" / "r1"
+    png = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==")
+    (out / "needle").mkdir()
+    (out / "needle" / "single.png").write_bytes(png)
+    assert main(["report", str(out)]) == 0
+    html = (out / "report.html").read_text(encoding="utf-8")
+    assert "data:image/png;base64," + base64.b64encode(png).decode() in html
+    assert "<figcaption>needle/single.png</figcaption>" in html
+    assert not re.search(r"https?://", html)

@@ -107,6 +107,49 @@ def _operations(out: Path) -> dict[str, dict[str, Any]]:
     return ops
 
 
+def _api_calls(out: Path) -> list[list[Any]]:
+    """Per API model, from the last run recorded in run.log: requests sent, retried, rate limited, failed."""
+    rows: list[list[Any]] = []
+    log = out / "run.log"
+    if not log.is_file():
+        return rows
+    for line in log.read_bytes().splitlines():
+        if b'"run_start"' in line:
+            rows = []
+        if b'"api_usage"' not in line:
+            continue
+        try:
+            rec = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            continue
+        rows.append([rec.get("model"), rec.get("base_url"), rec.get("sent"), rec.get("retried"),
+                     rec.get("rate_limited"), rec.get("failed")])
+    return rows
+
+
+#: plots other plugins saved in the run folder (needle heatmaps, arena ratings) larger than this stay out
+MAX_FIGURE_BYTES = 2 * 1024 * 1024
+
+
+def _figures(out: Path) -> list[dict[str, str]]:
+    """Every PNG other plugins saved in the run folder, as ``data:`` URIs (the page fetches nothing)."""
+    import base64
+
+    figs = []
+    for f in sorted(out.rglob("*.png")):
+        rel = f.relative_to(out)
+        if rel.parts[0] == "report" or f.stat().st_size > MAX_FIGURE_BYTES:
+            continue
+        figs.append({"name": rel.as_posix(),
+                     "src": "data:image/png;base64," + base64.b64encode(f.read_bytes()).decode("ascii")})
+    return figs
+
+
+def _cost(usage: dict[str, Any]) -> str:
+    cost = usage.get("cost")
+    return "" if cost is None else f"{cost:.4f} {usage.get('currency', '')}".strip()
+
+
 def _fmt(v: float | None, digits: int = 2) -> str:
     return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
 
@@ -362,7 +405,7 @@ def collect(out: Path) -> dict[str, Any]:
         op = ops.get(u.key, {})
         op_rows.append([u.model, u.dataset, sum(u.counts.values()),
                         op.get("requests"), op.get("cached"), usage.get("prompt_tokens"),
-                        usage.get("completion_tokens"), op.get("seconds"),
+                        usage.get("completion_tokens"), _cost(usage), op.get("seconds"),
                         len(r.get("failed_items") or []), r.get("error") or ""])
         ds = p.get("dataset") or {}
         prov.append({"unit": u.key, "items": [
@@ -381,7 +424,10 @@ def collect(out: Path) -> dict[str, Any]:
     for u in units:
         plugins.update((u.result.get("provenance") or {}).get("plugins") or {})
     operations = _table("Operations", ["model", "dataset", "samples", "requests", "cached", "prompt tokens",
-                                       "completion tokens", "wall s", "failed", "error"], op_rows)
+                                       "completion tokens", "cost", "wall s", "failed", "error"], op_rows)
+    api_rows = _api_calls(out)
+    api_calls = _table("API calls", ["model", "service", "sent", "retried", "rate limited", "failed"],
+                       api_rows) if api_rows else None
     config = out / "config.yaml"
     index = {
         "units": [{"key": u.key, "model": u.model, "dataset": u.dataset, "file": u.file, "counts": u.counts,
@@ -391,7 +437,7 @@ def collect(out: Path) -> dict[str, Any]:
     }
     return {
         "run": out.name, "luopan_version": luopan.__version__, "leaderboard": leaderboard, "per_dataset": per_dataset,
-        "other_tables": _summary_tables(out), "operations": operations, "provenance": prov,
+        "other_tables": _summary_tables(out), "figures": _figures(out), "operations": operations, "api_calls": api_calls, "provenance": prov,
         "plugins": sorted(plugins.items()),
         "config": config.read_text(encoding="utf-8") if config.is_file() else "(config.yaml not found)",
         "index": index, "payloads": payloads, "units": units,
