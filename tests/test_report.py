@@ -187,6 +187,8 @@ def test_failed_samples_unparsed_answers_and_a_failed_unit_are_shown(tmp_path):
     assert api["rows"][0]["e"] == "HTTP 500 <b>boom</b>"
     local = payload(out / "report/local/qa.js")
     assert [r["st"] for r in local["rows"]] == ["right", "unparsed", "wrong"]
+    board = html[html.index('id="leaderboard"'):html.index('id="datasets"')]
+    assert "1 unanswered" in board  # the leaderboard counts answers that named nothing
     assert "<b>" not in (out / "report/api/qa.js").read_text(encoding="utf-8")
 
 

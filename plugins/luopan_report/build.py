@@ -354,6 +354,7 @@ def collect(out: Path) -> dict[str, Any]:
                 continue
             c = _cell(u.overall)
             c["failed"] = len(u.result.get("failed_items") or [])
+            c["unanswered"] = u.counts.get("unparsed", 0)  # answers that named nothing, or were not scored
             if u.result.get("error") and u.overall is None:
                 c = {"text": "failed", "v": "", "error": u.result["error"]}
             row.append(c)
