@@ -177,7 +177,7 @@ def test_failed_samples_unparsed_answers_and_a_failed_unit_are_shown(tmp_path):
             {"id": "a/1", "subset": "a", "prompt": "Q1", "target": "y", "output": "no idea", "prediction": None,
              "score": 0.0, "extra": {"parsed": 0.0}},
             {"id": "a/2", "subset": "a", "prompt": "Q2", "target": "z", "output": "w", "prediction": "w",
-             "score": 0.0}]
+             "score": 0.0, "extra": {"status": "failed", "reason": "AssertionError in test 2", "sandbox": "namespaces"}}]
     (out / "predictions/local/qa.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
     assert rebuild_reports(out, registry()) == [out / "report.html"]
     html = (out / "report.html").read_text(encoding="utf-8")
@@ -189,6 +189,7 @@ def test_failed_samples_unparsed_answers_and_a_failed_unit_are_shown(tmp_path):
     assert [r["st"] for r in local["rows"]] == ["right", "unparsed", "wrong"]
     board = html[html.index('id="leaderboard"'):html.index('id="datasets"')]
     assert "1 unanswered" in board  # the leaderboard counts answers that named nothing
+    assert local["rows"][2]["v"] == "namespaces: failed: AssertionError in test 2"  # the sandbox's verdict
     assert "<b>" not in (out / "report/api/qa.js").read_text(encoding="utf-8")
 
 

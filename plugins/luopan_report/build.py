@@ -262,6 +262,8 @@ def _unit_payload(u: UnitData, recs: list[dict[str, Any]]) -> dict[str, Any]:
         extra = r.get("extra") or {}
         if "extracted" in extra:
             row["x"] = _display(extra["extracted"], None)
+        if "status" in extra and "reason" in extra:  # an evaluator's own verdict, e.g. the code sandbox's
+            row["v"] = f"{extra.get('sandbox') or 'verdict'}: {extra['status']}: {extra['reason']}"[:2000]
         if r.get("id") in failed:
             row["e"] = failed[r.get("id")]
         rows.append(row)

@@ -147,6 +147,7 @@
     v.appendChild(el("span", null, " gold: "));
     v.appendChild(el("code", null, row.g));
     v.appendChild(el("span", "muted", " score: " + (row.sc === null || row.sc === undefined ? "-" : row.sc)));
+    if (row.v) v.appendChild(el("div", "muted", row.v));
     if (row.e) v.appendChild(el("div", "error", "failed: " + row.e));
     return v;
   }
