@@ -129,8 +129,9 @@ def test_judging_resumes_after_kill_9(judge_registry, tmp_path):
     before = _calls(calls)
     assert 30 <= before < 108, before
     assert main(["run", str(p), "--no-progress"]) == 0
-    # every answered chunk was cached: at most the chunk in flight (4 requests) is asked again
-    assert 108 <= _calls(calls) <= 108 + 4
+    # asked again: at most the chunk in flight and the chunks of the last tenth of a second (commits are at most
+    # ten a second; here a chunk of 4 arrives every 0.02 s): 6 chunks of 4
+    assert 108 <= _calls(calls) <= 108 + 6 * 4
     judging = _table(_summary(tmp_path), "judging")
     assert sum(row[5] for row in judging["rows"]) > 0  # the rerun found judge answers in the cache
 

@@ -122,7 +122,7 @@ def test_run_finish_hooks_read_predictions_and_add_tables_through_the_public_api
             right = sum(r["score"] for u in run.units for r in run.predictions(u))
             run.add_tables([SummaryTable("Hook table", ["right"], [[right]])])
 
-    reset_registry(load_registry(extra_plugins=[("toy", toy_plugin), ("report", Report)]))
+    reset_registry(load_registry(extra_plugins=[("toy", toy_plugin), ("toy_report", Report)]))
     try:
         assert main(["run", str(run_yaml(tmp_path, extra="    shards: 2\n")), "--no-progress"]) == 0
     finally:
