@@ -13,7 +13,7 @@ from types import ModuleType
 
 from luopan.errors import MissingDependencyError
 
-__all__ = ["require", "installed", "missing", "missing_line", "cuda_gpus"]
+__all__ = ["require", "installed", "missing", "missing_line", "cuda_gpus", "cuda_engine_problems", "gpu_count_problem"]
 
 
 def require(module: str, *, extra: str, component: str) -> ModuleType:
@@ -67,3 +67,22 @@ def cuda_gpus() -> int | None:
     if visible:
         n = min(n, len([x for x in visible.split(",") if x.strip()]))
     return n
+
+
+def cuda_engine_problems(package: str, *, extra: str) -> list[str]:
+    """Why a CUDA-only engine (vLLM, LMDeploy) cannot run here: its package is missing, or there is no CUDA GPU."""
+    problems = []
+    if not installed(package):
+        problems.append(f"{missing_line([package], extra)} (on a machine with a CUDA GPU)")
+    if cuda_gpus() == 0:
+        problems.append(f"{package} needs a CUDA GPU and none was found on this machine; use backend: hf or llamacpp "
+                        "here (luopan run ... --backend hf)")
+    return problems
+
+
+def gpu_count_problem(option: str, wanted: int) -> list[str]:
+    """An engine option asking for more GPUs (tensor parallelism) than this machine has, with the fix."""
+    gpus = cuda_gpus()
+    if gpus and wanted > gpus:
+        return [f"{option} {wanted} needs as many GPUs and this machine has {gpus}; set {option}: {gpus}"]
+    return []

@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from luopan import models
 from luopan.components import Backend
-from luopan.deps import cuda_gpus, installed, require
+from luopan.deps import cuda_engine_problems, gpu_count_problem, require
 from luopan.errors import ConfigError
 from luopan.tokenization import hf_chat_prompt, hf_encode, hf_prefix_token_id, split_pair
 from luopan.types import GenerationRequest, GenerationResult, LoglikelihoodRequest, LoglikelihoodResult
@@ -117,14 +117,7 @@ class LMDeployBackend(Backend):
 
     @classmethod
     def environment(cls) -> list[str]:
-        problems = []
-        if not installed("lmdeploy"):
-            problems.append("the lmdeploy package is not installed: pip install 'luopan[lmdeploy]' (on a machine with a "
-                            "CUDA GPU)")
-        if cuda_gpus() == 0:
-            problems.append("lmdeploy needs a CUDA GPU and none was found on this machine; use backend: hf or llamacpp "
-                            "here (luopan run ... --backend hf)")
-        return problems
+        return cuda_engine_problems("lmdeploy", extra="lmdeploy")
 
     @classmethod
     def preflight(cls, params: Any) -> list[str]:
@@ -136,10 +129,7 @@ class LMDeployBackend(Backend):
                 models.weight_files(resolved, None, who=WHO)
         except ConfigError as exc:
             problems.append(str(exc))
-        gpus = cuda_gpus()
-        if gpus and params.tp > gpus:
-            problems.append(f"tp {params.tp} needs as many GPUs and this machine has {gpus}; set "
-                            f"tp: {gpus}")
+        problems += gpu_count_problem("tp", params.tp)
         return problems
 
     def identity(self) -> dict[str, Any]:

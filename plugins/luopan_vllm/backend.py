@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from luopan import models
 from luopan.components import Backend
-from luopan.deps import cuda_gpus, installed, require
+from luopan.deps import cuda_engine_problems, gpu_count_problem, require
 from luopan.errors import ConfigError
 from luopan.tokenization import hf_chat_prompt, hf_encode, hf_prefix_token_id, split_pair
 from luopan.types import GenerationRequest, GenerationResult, LoglikelihoodRequest, LoglikelihoodResult
@@ -108,14 +108,7 @@ class VLLMBackend(Backend):
 
     @classmethod
     def environment(cls) -> list[str]:
-        problems = []
-        if not installed("vllm"):
-            problems.append("the vllm package is not installed: pip install 'luopan[vllm]' (on a machine with a "
-                            "CUDA GPU)")
-        if cuda_gpus() == 0:
-            problems.append("vllm needs a CUDA GPU and none was found on this machine; use backend: hf or llamacpp "
-                            "here (luopan run ... --backend hf)")
-        return problems
+        return cuda_engine_problems("vllm", extra="vllm")
 
     @classmethod
     def preflight(cls, params: Any) -> list[str]:
@@ -127,10 +120,7 @@ class VLLMBackend(Backend):
                 models.weight_files(resolved, None, who=WHO)
         except ConfigError as exc:
             problems.append(str(exc))
-        gpus = cuda_gpus()
-        if gpus and params.tensor_parallel_size > gpus:
-            problems.append(f"tensor_parallel_size {params.tensor_parallel_size} needs as many GPUs and this machine has {gpus}; set "
-                            f"tensor_parallel_size: {gpus}")
+        problems += gpu_count_problem("tensor_parallel_size", params.tensor_parallel_size)
         return problems
 
     def identity(self) -> dict[str, Any]:
