@@ -102,11 +102,16 @@ class RunContext:
             msg = str(exc).splitlines()[0] if str(exc) else ""
             # luopan's own errors are already one readable line; others keep their type for context
             error = msg if isinstance(exc, LuopanError) else f"{type(exc).__name__}: {msg}"
-            log.error("unit_failed", unit=unit.id, error=error, traceback=traceback.format_exc())
-            result = UnitResult(unit.model.label, unit.dataset.label, error=error,
-                                provenance=self.provenance(unit, started, None))
-            self.outputs.write_result(unit, result)
+            result = self.record_failure(unit, started, error, traceback=traceback.format_exc())
         log.info("unit_finish", unit=unit.id, seconds=round(time.perf_counter() - t0, 3), error=result.error)
+        return result
+
+    def record_failure(self, unit: Unit, started: str, error: str, **log_fields: Any) -> UnitResult:
+        """A unit that could not run: its result (the error, the provenance) written and logged."""
+        log.error("unit_failed", unit=unit.id, error=error, **log_fields)
+        result = UnitResult(unit.model.label, unit.dataset.label, error=error,
+                            provenance=self.provenance(unit, started, None))
+        self.outputs.write_result(unit, result)
         return result
 
     def _run_unit(self, unit: Unit, started: str) -> UnitResult:

@@ -255,12 +255,7 @@ class RunnerHost:
         unit.found = self._run.ctx.resolver.lookup(unit.keys, unit.requests)
 
     def fail(self, unit: Unit, error: str) -> UnitResult:
-        ctx = self._run.ctx
-        result = UnitResult(unit.model.label, unit.dataset.label, error=error,
-                            provenance=ctx.provenance(unit, now_iso(), None))
-        ctx.outputs.write_result(unit, result)
-        log.error("unit_failed", unit=unit.id, error=error)
-        return result
+        return self._run.ctx.record_failure(unit, now_iso(), error)
 
     def log(self, event: str, **fields: Any) -> None:
         log.info(event, **fields)
