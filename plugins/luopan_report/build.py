@@ -82,20 +82,27 @@ def _read_results(out: Path) -> list[dict[str, Any]]:
     return found
 
 
-def _operations(out: Path) -> dict[str, dict[str, Any]]:
-    """Per unit (``model/dataset``), from the last run recorded in run.log: requests, cached, seconds."""
+def _run_log(out: Path) -> tuple[dict[str, dict[str, Any]], list[list[Any]]]:
+    """From the last run recorded in run.log, in one pass: per unit (``model/dataset``) its requests, cached
+    answers and seconds; per API model the requests sent, retried, rate limited and failed."""
     ops: dict[str, dict[str, Any]] = {}
+    api: list[list[Any]] = []
     log = out / "run.log"
     if not log.is_file():
-        return ops
+        return ops, api
     for line in log.read_bytes().splitlines():
         if b'"run_start"' in line:
-            ops = {}
-        if b'"unit_' not in line:
+            ops, api = {}, []
+        is_api = b'"api_usage"' in line
+        if not is_api and b'"unit_' not in line:
             continue
         try:
             rec = orjson.loads(line)
         except orjson.JSONDecodeError:
+            continue
+        if is_api:
+            api.append([rec.get("model"), rec.get("base_url"), rec.get("sent"), rec.get("retried"),
+                        rec.get("rate_limited"), rec.get("failed")])
             continue
         unit = str(rec.get("unit", "")).split("#", 1)[0]
         op = ops.setdefault(unit, {"requests": 0, "cached": 0, "seconds": 0.0})
@@ -104,27 +111,7 @@ def _operations(out: Path) -> dict[str, dict[str, Any]]:
             op["cached"] += int(rec.get("cached") or 0)
         elif rec.get("event") == "unit_finish":
             op["seconds"] += float(rec.get("seconds") or 0)
-    return ops
-
-
-def _api_calls(out: Path) -> list[list[Any]]:
-    """Per API model, from the last run recorded in run.log: requests sent, retried, rate limited, failed."""
-    rows: list[list[Any]] = []
-    log = out / "run.log"
-    if not log.is_file():
-        return rows
-    for line in log.read_bytes().splitlines():
-        if b'"run_start"' in line:
-            rows = []
-        if b'"api_usage"' not in line:
-            continue
-        try:
-            rec = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            continue
-        rows.append([rec.get("model"), rec.get("base_url"), rec.get("sent"), rec.get("retried"),
-                     rec.get("rate_limited"), rec.get("failed")])
-    return rows
+    return ops, api
 
 
 #: plots other plugins saved in the run folder (needle heatmaps, arena ratings) larger than this stay out
@@ -330,7 +317,7 @@ def _summary_tables(out: Path) -> list[dict[str, Any]]:
 def collect(out: Path) -> dict[str, Any]:
     """Everything the page shows, and the per-unit sample payloads (written beside it)."""
     results = _read_results(out)
-    ops = _operations(out)
+    ops, api_rows = _run_log(out)
     units: list[UnitData] = []
     for r in results:
         u = UnitData(r["model"], r["dataset"], r)
@@ -428,7 +415,6 @@ def collect(out: Path) -> dict[str, Any]:
         plugins.update((u.result.get("provenance") or {}).get("plugins") or {})
     operations = _table("Operations", ["model", "dataset", "samples", "requests", "cached", "prompt tokens",
                                        "completion tokens", "cost", "wall s", "failed", "error"], op_rows)
-    api_rows = _api_calls(out)
     api_calls = _table("API calls", ["model", "service", "sent", "retried", "rate limited", "failed"],
                        api_rows) if api_rows else None
     config = out / "config.yaml"
