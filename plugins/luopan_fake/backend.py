@@ -45,8 +45,13 @@ class FakeBackend(Backend):
     def identity(self) -> dict[str, Any]:
         return {"backend": "fake", "seed": self.seed, "version": 1}
 
+    @property
+    def _watched(self) -> bool:
+        """Whether a test asked for anything per call (a failure, a delay, a log, an exit)."""
+        return self.fail is not None or bool(self.delay_s) or bool(self.calls_log) or self.exit_on is not None
+
     def _served(self, texts: Sequence[str]) -> None:
-        if self.fail is None and not self.delay_s and not self.calls_log and self.exit_on is None:
+        if not self._watched:
             return
         if self.exit_on is not None and any(self.exit_on in t for t in texts):
             import os
@@ -63,7 +68,7 @@ class FakeBackend(Backend):
                 fh.writelines(f"{_h(t):08x}{len(t):x}\n" for t in texts)
 
     def loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> list[LoglikelihoodResult]:
-        if self.fail is not None or self.delay_s or self.calls_log or self.exit_on is not None:
+        if self._watched:  # the requests' texts are built only for a test that watches them
             self._served([r.context + "\x01" + r.continuation for r in requests])
         seed = f"{self.seed}\x00".encode()
         out = []
