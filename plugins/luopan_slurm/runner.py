@@ -65,11 +65,15 @@ class SlurmRunner(Runner):
         return Path(self.p.folder) if self.p.folder else out / "slurm"
 
     # ------------------------------------------------------------ parameters
-    def parameters(self, model: Any, n_tasks: int) -> dict[str, Any]:
-        """The submitit ``SlurmExecutor`` parameters of one model's array."""
+    def per_task(self, model: Any) -> tuple[int, int]:
+        """GPUs and CPUs of one task of the model's array: the options, else the model's resources."""
         res = model.resources
         gpus = self.p.gpus_per_task if self.p.gpus_per_task is not None else int(res.get("num_gpus") or 0)
-        cpus = self.p.cpus_per_task or max(1, int(res.get("num_cpus") or 1))
+        return gpus, self.p.cpus_per_task or max(1, int(res.get("num_cpus") or 1))
+
+    def parameters(self, model: Any, n_tasks: int) -> dict[str, Any]:
+        """The submitit ``SlurmExecutor`` parameters of one model's array."""
+        gpus, cpus = self.per_task(model)
         params: dict[str, Any] = {"job_name": f"luopan-{model.label}"[:64], "time": self.p.time_min,
                                   "cpus_per_task": cpus, "array_parallelism": min(self.p.array_parallelism, n_tasks),
                                   "ntasks_per_node": 1, "nodes": 1}
@@ -90,10 +94,7 @@ class SlurmRunner(Runner):
         todo = [u for u in units if _needs_task(u)]
         lines = [f"runner slurm ({self.p.cluster}): {len(todo)} of {len(units)} unit(s) have requests to ask: "
                  f"one job array per model, one task per unit or shard"]
-        by_model: dict[str, list[Any]] = {}
-        for u in todo:
-            by_model.setdefault(u.model.label, []).append(u)
-        for label, us in by_model.items():
+        for label, us in _by_model(todo).items():
             lines.append(f"  {label}: {len(us)} task(s): " + ", ".join(u.id for u in us))
             if self.p.cluster == "slurm" and installed("submitit"):
                 from submitit.slurm.slurm import _make_sbatch_string
@@ -141,11 +142,8 @@ class SlurmRunner(Runner):
         from luopan import RequestCache
 
         host = self.host
-        by_model: dict[str, list[Any]] = {}
-        for u in todo:
-            by_model.setdefault(u.model.label, []).append(u)
         jobs: list[tuple[Any, Any]] = []
-        for label, us in by_model.items():
+        for label, us in _by_model(todo).items():
             args = []
             for u in us:
                 cache_file = caches / f"{_file(u.id)}.sqlite"
@@ -157,7 +155,7 @@ class SlurmRunner(Runner):
                 args.append((u.spec, cache_file))
             if self.p.cluster == "local":
                 ex: Any = submitit.LocalExecutor(folder=folder / "%j")
-                ex.update_parameters(timeout_min=self.p.time_min, cpus_per_task=self.parameters(us[0].model, 1)["cpus_per_task"])
+                ex.update_parameters(timeout_min=self.p.time_min, cpus_per_task=self.per_task(us[0].model)[1])
             else:
                 ex = submitit.SlurmExecutor(folder=folder / "%j")
                 ex.update_parameters(**self.parameters(us[0].model, len(us)))
@@ -193,6 +191,14 @@ def run_task(spec: Any, config: Any, out: Path, cache_file: Path, data_dirs: lis
     finally:
         cache.close()
     return {"error": result.error}
+
+
+def _by_model(units: Sequence[Any]) -> dict[str, list[Any]]:
+    """Units grouped by model label (one job array each), in order."""
+    out: dict[str, list[Any]] = {}
+    for u in units:
+        out.setdefault(u.model.label, []).append(u)
+    return out
 
 
 def _needs_task(unit: Any) -> bool:
