@@ -89,3 +89,16 @@ def test_an_opencompass_name_inside_an_entry():
     assert dataset_entry({"preset": "mmlu_ppl", "limit": 2}, ["mmlu"]) == {
         "preset": "mmlu", "limit": 2, "name": "mmlu_ppl", "mode": "likelihood"}
     assert dataset_entry({"preset": "mmlu_gen", "mode": "likelihood"}, ["mmlu"])["mode"] == "likelihood"
+
+
+def test_prediction_files_put_shards_in_shard_order(tmp_path):
+    from luopan import prediction_files
+
+    folder = tmp_path / "predictions" / "m"
+    folder.mkdir(parents=True)
+    for k in range(1, 12):
+        (folder / f"d.shard{k}of11.jsonl").write_text(f'{{"id": "{k}"}}\n')
+    assert [f.name for f in prediction_files(tmp_path, "m", "d")] == [f"d.shard{k}of11.jsonl" for k in range(1, 12)]
+    (folder / "d.jsonl").write_text('{"id": "whole"}\n')  # the unit's own file, when it has one
+    assert prediction_files(tmp_path, "m", "d") == [folder / "d.jsonl"]
+    assert prediction_files(tmp_path, "m", "other") == []

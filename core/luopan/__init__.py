@@ -39,7 +39,7 @@ _HOME: dict[str, str] = {
     "PluginLoadError": "errors", "InputTooLongError": "backend_errors", "OutputError": "files",
     # helpers every plugin may use
     "require": "deps", "find_data": "data", "files_fingerprint": "data", "read_jsonl": "data",
-    "csv_records": "data", "atomic_write": "files", "safe_name": "files", "add_secret": "secrets",
+    "csv_records": "data", "prediction_files": "outputs", "atomic_write": "files", "safe_name": "files", "add_secret": "secrets",
     "nearest": "plugins", "to_markdown": "report", "rebuild_reports": "report", "PromptTemplate": "prompts", "validate_template": "prompts",
     "TemplateRenderError": "prompts", "ensure_dir": "files",
 }
@@ -73,6 +73,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time names load on first
     from luopan.execution import execute_spec
     from luopan.files import OutputError, atomic_write, ensure_dir, safe_name
     from luopan.hookspecs import Register, RegisterPreset, RunnerHost, RunView, hookimpl
+    from luopan.outputs import prediction_files
     from luopan.plugins import load_registry, nearest
     from luopan.prompts import PromptTemplate, TemplateRenderError, validate_template
     from luopan.report import rebuild_reports, to_markdown

@@ -118,11 +118,9 @@ class Results:
 
     def predictions(self, model: str, dataset: str) -> Iterator[dict[str, Any]]:
         """The per-sample records of ``model`` on ``dataset`` (every shard), read from the run folder."""
-        from luopan.files import safe_name
+        from luopan.outputs import prediction_files
 
-        folder = self.run_dir / "predictions" / safe_name(model)
-        files = sorted(folder.glob(f"{safe_name(dataset)}.jsonl")) + sorted(
-            folder.glob(f"{safe_name(dataset)}.shard*of*.jsonl"))
+        files = prediction_files(self.run_dir, model, dataset)
         if not files:
             raise KeyError(f"no predictions for model '{model}' on dataset '{dataset}' in {self.run_dir}")
         for f in files:

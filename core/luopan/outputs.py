@@ -23,6 +23,18 @@ from luopan.types import ConversationResult
 from luopan.units import Unit, UnitSpec, question_key
 
 
+def prediction_files(out: str | Path, model: str, dataset: str) -> list[Path]:
+    """The prediction files of ``model`` on ``dataset`` in the run folder ``out``: the unit's own file, or else
+    its shards in shard order (``shard2of12`` before ``shard10of12``); empty when there are none."""
+    folder = Path(out) / "predictions" / safe_name(model)
+    name = safe_name(dataset)
+    whole = folder / f"{name}.jsonl"
+    if whole.is_file():
+        return [whole]
+    return sorted(folder.glob(f"{name}.shard*of*.jsonl"),
+                  key=lambda f: int(f.name[len(name) + len(".shard"):].split("of", 1)[0] or 0))
+
+
 class RunOutputs:
     """Paths and writers of one run's output folder ``out``."""
 

@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 
 import luopan
-from luopan import atomic_write, ensure_dir, safe_name, stats
+from luopan import atomic_write, ensure_dir, prediction_files, safe_name, stats
 from luopan.stats import Estimate
 from luopan_report.svg import radar
 
@@ -187,14 +187,8 @@ def _status(rec: dict[str, Any], failed: set[str]) -> str:
 
 
 def _records(out: Path, model: str, dataset: str) -> list[dict[str, Any]]:
-    folder = out / "predictions" / safe_name(model)
-    name = safe_name(dataset)
-    files = [folder / f"{name}.jsonl"] if (folder / f"{name}.jsonl").is_file() else []
-    if not files:  # shards, in order
-        files = sorted(folder.glob(f"{name}.shard*of*.jsonl"),
-                       key=lambda f: int(f.name[len(name) + 6:].split("of", 1)[0] or 0))
     recs: list[dict[str, Any]] = []
-    for f in files:
+    for f in prediction_files(out, model, dataset):
         recs += [orjson.loads(line) for line in f.read_bytes().splitlines() if line.strip()]
     return recs
 
