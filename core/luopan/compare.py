@@ -6,9 +6,9 @@ model's score, the difference (model - baseline, in points) with a seeded paired
 p-value (McNemar's exact test when every score is 0 or 1, else a paired z test), the p-values corrected by
 Holm's method across the datasets of the comparison, and the questions where one model is right and the other
 wrong. Scores of a dataset are comparable only when the data files, prompt, dataset options, shots, mode,
-evaluator and generation settings were the same: :func:`version` hashes them (the summary's ``version``
-column) and :func:`differences` says in words what differs; a comparison across different settings carries a
-warning, never a silent number.
+evaluator, generation settings and reasoning rule (on or off) were the same: :func:`version` hashes them (the
+summary's ``version`` column) and :func:`differences` says in words what differs; a comparison across different
+settings carries a warning, never a silent number.
 """
 
 from __future__ import annotations
@@ -34,9 +34,12 @@ SHOWN_IDS = 20
 def comparability(provenance: Mapping[str, Any]) -> dict[str, Any]:
     """What must be equal for two scores of a dataset to mean the same thing, from a result's provenance:
     the data files (their content hash), the prompt (the dataset's templates and the model's system prompt),
-    the dataset's other options, shots, mode, evaluator (with its options and repeats) and the generation
-    settings. The model and the backend are not part of it (they are what is compared), nor the limit or the
-    sampling of questions (a comparison keeps the questions both answered)."""
+    the dataset's other options, shots, mode, evaluator (with its options and repeats), the generation
+    settings and, for generated answers, whether the reasoning rule was on (the thinking left out of what is
+    scored; a result written before the rule existed has no such part). The model and the backend are not part
+    of it (they are what is compared), nor the limit or the sampling of questions (a comparison keeps the
+    questions both answered); nor the rule's markers: like the chat template, they describe how a model writes
+    (two reasoning models with different markers are compared under the same settings)."""
     ds = dict(provenance.get("dataset") or {})
     fingerprint = ds.get("fingerprint") or ""
     options = dict(ds.get("params") or {})
@@ -46,7 +49,7 @@ def comparability(provenance: Mapping[str, Any]) -> dict[str, Any]:
     prompt = {k: v for k, v in ds.items() if k not in ("loader", "params", "fingerprint")}
     if provenance.get("system_prompt"):
         prompt["system_prompt"] = provenance["system_prompt"]
-    return {
+    out: dict[str, Any] = {
         "data files": {"loader": ds.get("loader"), "fingerprint": fingerprint},
         "prompt": prompt,
         "dataset options": options,
@@ -56,6 +59,9 @@ def comparability(provenance: Mapping[str, Any]) -> dict[str, Any]:
                       "repeats": provenance.get("repeats") or 1},
         "generation settings": provenance.get("generation"),
     }
+    if "reasoning" in provenance:
+        out["reasoning rule"] = "on" if provenance["reasoning"] else "off"
+    return out
 
 
 def version(provenance: Mapping[str, Any]) -> str:
@@ -76,8 +82,8 @@ def differences(a: Mapping[str, Any], b: Mapping[str, Any], *, data: bool = True
     ``data=False`` leaves out the data files' content hash (a comparison checks the questions themselves)."""
     ra, rb = comparability(a), comparability(b)
     out = []
-    for part in ra:
-        x, y = ra[part], rb.get(part)
+    for part in {**ra, **rb}:
+        x, y = ra.get(part), rb.get(part)
         if x == y or (part == "data files" and not data):
             continue
         if isinstance(x, dict) and isinstance(y, dict):

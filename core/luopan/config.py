@@ -18,10 +18,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from luopan.errors import ConfigError, ConfigErrors, LuopanError
 from luopan.files import MAX_NAME_BYTES, name_problem, safe_name
 from luopan.plugins import Registry, nearest
+from luopan.reasoning import ReasoningSpec, spec_value
 from luopan.types import GenerationConfig, ModelKind
 from luopan.yamlpos import Located, load_located, load_located_file
 
-MERGED_DICTS = ("params", "generation", "evaluator_params")
+MERGED_DICTS = ("params", "generation", "evaluator_params", "reasoning")
 #: bounds that keep a typo (``shards: 1000000000``) from hanging the planner
 MAX_SHARDS = 10_000
 MAX_REPEATS = 10_000
@@ -76,6 +77,14 @@ class ModelSpec(_Strict):
     #: "judge": this model only judges (datasets name it in ``judge:``); it is not evaluated itself
     role: Literal["model", "judge"] = "model"
     resources: ResourceSpec = Field(default_factory=ResourceSpec)
+    #: where a reasoning model's thinking ends (luopan.reasoning): the answer scored is the text after it;
+    #: default ``{end: "</think>", start: "<think>"}``; ``none`` or ``false``: off
+    reasoning: ReasoningSpec | None = Field(default_factory=ReasoningSpec)
+
+    @field_validator("reasoning", mode="before")
+    @classmethod
+    def _reasoning(cls, v: Any) -> Any:
+        return spec_value(v)
 
 
 class DatasetSpec(_Strict):
@@ -155,6 +164,8 @@ class ResolvedModel:
     kind_given: bool = True
     #: replicas and what each needs (runners that place replicas read it)
     resources: dict[str, Any] = field(default_factory=lambda: ResourceSpec().model_dump())
+    #: the reasoning rule (``{"end", "start", "opened"}``, luopan.reasoning); None: off
+    reasoning: dict[str, Any] | None = field(default_factory=lambda: ReasoningSpec().model_dump())
 
 
 @dataclass
@@ -446,7 +457,8 @@ def _resolve_model(reg: Registry, loc: Located, i: int, raw: Any, backend: str |
     params = _backend_params(reg, loc, i, m, raw, blocks, chosen, overridden=swap is not None)
     label = m.name or m.preset or chosen
     return ResolvedModel(label, chosen, m.kind or "base", params, m.generation.model_dump(), m.system_prompt,
-                         m.preset, m.role, kind_given=m.kind is not None, resources=m.resources.model_dump())
+                         m.preset, m.role, kind_given=m.kind is not None, resources=m.resources.model_dump(),
+                         reasoning=m.reasoning.model_dump() if m.reasoning is not None else None)
 
 
 def _resolve_dataset(reg: Registry, loc: Located, i: int, raw: Any) -> ResolvedDataset:

@@ -30,6 +30,7 @@ from luopan.outputs import RunOutputs
 from luopan.planning import DatasetPool, build_requests, next_turn, plan_units
 from luopan.plugins import Registry, nearest
 from luopan.progress import Progress
+from luopan.reasoning import answer_of, answers_of, rule_of
 from luopan.resolver import ModelPool, RequestResolver
 from luopan.scoring import group_outputs, subset_entries, usage_of
 from luopan.types import (
@@ -122,6 +123,8 @@ class RunContext:
         if failed:
             return self._failed_result(unit, started, failed, raw)
         outputs = group_outputs(unit.mode, unit.samples, raw)
+        # what evaluators and judges see: generated answers without a reasoning model's thinking
+        answers = answers_of(outputs, rule_of(unit.model)) if unit.mode == "generate" else outputs
         ds = self.datasets.get(unit.dataset)
         ev_name = unit.dataset.evaluator or ds.default_evaluator
         evaluator = self.registry.get("evaluator", ev_name).build(unit.dataset.evaluator_params)
@@ -133,7 +136,7 @@ class RunContext:
                           peer_outputs=lambda label, _u=unit: self.peer_outputs(_u, label),
                           models=[m.label for m in self.config.models if m.role != "judge"],
                           components=self.registry.components_view())
-        scored = evaluator.score(unit.samples, outputs, ctx)
+        scored = evaluator.score(unit.samples, answers, ctx)
         subsets = subset_entries(unit.samples, scored, getattr(evaluator, "derived_metrics", None))
         usage = usage_of(raw, self.models.get(unit.model.label)) if unit.mode == "generate" else {}
         provenance = self.provenance(unit, started, ev_name)
@@ -143,15 +146,17 @@ class RunContext:
         result = UnitResult(unit.model.label, unit.dataset.label, evaluator.metric, subsets,
                             ds.categories(), dict(ds.display_names), provenance=provenance, usage=usage,
                             version=version(provenance))
-        self.outputs.write_predictions(unit, outputs, scored)
+        self.outputs.write_predictions(unit, outputs, scored, answers)
         self.outputs.write_result(unit, result)
         return result
 
     # ------------------------------------------------------------ multi-turn, peers, judges
     def _rollout(self, unit: Unit, raw: list[Any], failed: dict[int, str]) -> None:
         """Turns 2+ of multi-turn samples: each turn's request is the conversation so far (the model's own
-        earlier answers included) plus the next user turn; answered from the cache or the backend, turn by turn.
-        ``raw[i]`` becomes a :class:`ConversationResult`; a failed turn fails its sample (``failed[i]``)."""
+        earlier answers included, without their thinking: the model's reasoning rule) plus the next user turn;
+        answered from the cache or the backend, turn by turn. ``raw[i]`` becomes a :class:`ConversationResult`
+        of the raw turns; a failed turn fails its sample (``failed[i]``)."""
+        rule = rule_of(unit.model)
         convs = {i: [raw[i]] for i, s in enumerate(unit.samples)
                  if s.turns and len(s.turns) > 1 and i not in failed and raw[i] is not None}
         current: dict[int, GenerationRequest] = {i: unit.requests[i] for i in convs}  # type: ignore[misc]
@@ -160,7 +165,8 @@ class RunContext:
             idx = [i for i in convs if i not in failed and len(unit.samples[i].turns or ()) > turn]
             if not idx:
                 break
-            reqs: list[Request] = [next_turn(current[i], convs[i][-1].text, unit.samples[i].turns[turn])  # type: ignore[index]
+            reqs: list[Request] = [next_turn(current[i], answer_of(convs[i][-1], rule).text,
+                                             unit.samples[i].turns[turn])  # type: ignore[index]
                                    for i in idx]
             outs, errors = self.resolver.resolve(unit.model, "generate", reqs, unit_id=unit.id,
                                                  title=f"{unit.id} turn {turn + 1}")
@@ -178,7 +184,8 @@ class RunContext:
 
     def peer_outputs(self, unit: Unit, label: str) -> list[Any]:
         """Model ``label``'s outputs on ``unit``'s samples (same dataset, mode and generation settings), from the
-        cache or generated now and cached, so evaluators can compare models. Raises if any of them failed."""
+        cache or generated now and cached, so evaluators can compare models; answers without their thinking
+        (model ``label``'s reasoning rule). Raises if any of them failed."""
         peer = Unit(self.model(label), unit.dataset, unit.shard, unit.n_shards, unit.mode, unit.samples)
         peer.requests = build_requests(peer)
         raw, failed = self.resolver.resolve(peer.model, peer.mode, peer.requests, unit_id=unit.id,
@@ -190,7 +197,8 @@ class RunContext:
             raise LuopanError(f"model '{label}' failed on {len(failed)} sample(s) needed to compare with "
                               f"'{unit.model.label}' (first: {peer.samples[i].id if peer.mode == 'generate' else i}: "
                               f"{err})")
-        return group_outputs(peer.mode, peer.samples, raw)
+        outputs = group_outputs(peer.mode, peer.samples, raw)
+        return answers_of(outputs, rule_of(peer.model)) if peer.mode == "generate" else outputs
 
     def _judge_fn(self, unit: Unit, judges: list[str], calls: dict[str, dict[str, int]]) -> Any:
         def judge_generate(conversations: Sequence[Sequence[tuple[str, str]]], *, judge: str | None = None,
@@ -205,7 +213,8 @@ class RunContext:
     def judge_generate(self, unit: Unit, label: str, conversations: Sequence[Sequence[tuple[str, str]]], *,
                        config: GenerationConfig | None = None,
                        calls: dict[str, dict[str, int]] | None = None) -> list[GenerationResult | FailedResult]:
-        """Ask judge model ``label`` to continue each conversation; answers cached like any request."""
+        """Ask judge model ``label`` to continue each conversation; answers cached like any request (raw), and
+        returned without the judge's thinking (its reasoning rule), so that only its final reply is read."""
         model = self.model(label)
         cfg = config or generation_config(model, None)
         system: tuple[tuple[str, str], ...] = (("system", model.system_prompt),) if model.system_prompt else ()
@@ -215,7 +224,7 @@ class RunContext:
         found = self.resolver.lookup(keys, reqs)
         out, errors = self.resolver.resolve(model, "generate", reqs, unit_id=unit.id, title=f"{unit.id} judge {label}",
                                             keys=keys, found=found)
-        results: list[Any] = list(out)
+        results: list[Any] = answers_of(out, rule_of(model))
         for i, err in errors.items():
             results[i] = FailedResult(err)
         cached = sum(1 for k in keys if k in found)
@@ -272,6 +281,7 @@ class RunContext:
             "seed": self.config.run.seed,
             "sample_seed": unit.dataset.sample_seed,
             "repeats": unit.dataset.repeats,
+            **({"reasoning": unit.model.reasoning} if unit.mode == "generate" else {}),
             **({"system_prompt": unit.model.system_prompt} if unit.model.system_prompt else {}),
             "shard": [unit.shard + 1, unit.n_shards],
             "python": platform.python_version(),

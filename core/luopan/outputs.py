@@ -53,10 +53,15 @@ class RunOutputs:
             return []
         return [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
 
-    def write_predictions(self, unit: Unit, outputs: Sequence[Any], scored: Sequence[Any]) -> None:
+    def write_predictions(self, unit: Unit, outputs: Sequence[Any], scored: Sequence[Any],
+                          answers: Sequence[Any] | None = None) -> None:
+        """One record per sample. ``outputs`` are the raw results (``output``: the text as generated);
+        ``answers`` what was scored, where a reasoning model's thinking was cut off (``answer``, and
+        ``answer_turns`` for a conversation, written only where they differ from the raw text)."""
         lines = []
         requests = unit.requests if unit.mode == "generate" else [None] * len(unit.samples)
-        for i, (s, out, sc, req) in enumerate(zip(unit.samples, outputs, scored, requests)):
+        answers = answers if answers is not None else outputs
+        for i, (s, out, ans, sc, req) in enumerate(zip(unit.samples, outputs, answers, scored, requests)):
             rec: dict[str, Any] = {"id": s.id, "subset": s.subset, "prompt": s.prompt, "target": s.target}
             if s.meta and (q := question_key(s)) != s.id:  # one question of several samples (options, rotations)
                 rec["question"] = q
@@ -68,8 +73,12 @@ class RunOutputs:
                 if req.messages is not None:  # what a chat model really received
                     rec["messages"] = req.message_dicts()
                 rec["output"] = out.text
+                if ans is not out and ans.text != out.text:
+                    rec["answer"] = ans.text
                 if isinstance(out, ConversationResult):
                     rec["turns"] = out.texts
+                    if ans is not out and ans.texts != out.texts:
+                        rec["answer_turns"] = ans.texts
             rec["prediction"] = sc.prediction
             rec["score"] = sc.score
             if sc.extra:

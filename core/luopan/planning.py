@@ -15,6 +15,7 @@ from luopan.components import Dataset
 from luopan.config import ResolvedDataset, ResolvedModel, RunConfig, generation_config
 from luopan.errors import ConfigError, LuopanError
 from luopan.plugins import Registry, nearest
+from luopan.reasoning import answer_of, rule_of
 from luopan.resolver import ModelPool, RequestResolver
 from luopan.types import GenerationRequest, LoglikelihoodRequest, Request, Sample
 from luopan.units import Unit, UnitSpec, question_groups
@@ -220,9 +221,11 @@ def count_later_turns(unit: Unit, resolver: RequestResolver) -> None:
     convs = {i: unit.found.get(unit.keys[i]) for i, s in enumerate(unit.samples) if s.turns and len(s.turns) > 1}
     current = {i: unit.requests[i] for i, r in convs.items() if r is not None}
     answers = {i: r for i, r in convs.items() if r is not None}
+    rule = rule_of(unit.model)  # the history holds answers without thinking, as the run sends them
     turn = 1
     while current and resolver.cache.enabled:
-        reqs = {i: next_turn(current[i], answers[i].text, unit.samples[i].turns[turn])  # type: ignore[arg-type,index]
+        reqs = {i: next_turn(current[i], answer_of(answers[i], rule).text,  # type: ignore[arg-type]
+                             unit.samples[i].turns[turn])  # type: ignore[index]
                 for i in current if len(unit.samples[i].turns or ()) > turn}
         keys = dict(zip(reqs, resolver.keys(unit.model, list(reqs.values()))))
         found = resolver.lookup(list(keys.values()), list(reqs.values()))
