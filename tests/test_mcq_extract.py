@@ -60,7 +60,6 @@ CASES = [
     ("I would not choose A; I'd go with C.", "C"),
     ("Final Answer: The final answer is $\\boxed{B}$. I hope it is correct.", "B"),
     ("Option B is correct.", "B"),
-    ("<think>It could be A, or maybe B.</think>\n答案：D", "D"),
     # --- a bare or leading label
     ("B", "B"),
     ("B。", "B"),

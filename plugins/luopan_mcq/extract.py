@@ -16,7 +16,9 @@ answer follows means no answer: None. Otherwise tiers, the first that finds some
 
 Labels are matched as whole tokens, never inside a word: "Let's think" holds no "L" (OpenCompass
 issue #1933). Lowercase labels count only where no English word follows ("b)", "answer: b"), so the article
-in "the answer is a ..." is not option A. Full-width letters and punctuation are folded by NFKC first.
+in "the answer is a ..." is not option A. Full-width letters and punctuation are folded by NFKC first. A
+reasoning model's thinking (``<think>...</think>``) is never seen here: the kernel cuts it off every generated
+answer before any evaluator reads it (a model's ``reasoning:`` rule, :mod:`luopan.reasoning`).
 
 The patterns live in tuples, one regex per element, each with exactly one ``<L>`` placeholder (the label
 group): a missing comma would silently concatenate two of them (OpenCompass PR #2600), and the tests check
@@ -252,8 +254,6 @@ def _rules(labels: tuple[str, ...]) -> _Rules:
 
 
 def _normalize(text: str) -> str:
-    if "</think>" in text:  # a reasoning model's hidden thoughts are not its answer
-        text = text.rsplit("</think>", 1)[1]
     return _MARKUP.sub("", unicodedata.normalize("NFKC", text))
 
 
