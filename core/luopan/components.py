@@ -204,7 +204,9 @@ class Evaluator(Component):
     """Turns model outputs into per-sample scores.
 
     ``outputs[i]`` belongs to ``samples[i]``: in likelihood mode a list of :class:`LoglikelihoodResult`, one
-    per choice; in generate mode a :class:`GenerationResult`.
+    per choice; in generate mode a :class:`GenerationResult` whose text is the answer without a reasoning
+    model's thinking (the model's rule, :mod:`luopan.reasoning`; the raw text stays in the predictions).
+    ``ctx.peer_outputs`` and ``ctx.judge_generate`` return answers cut the same way, each by its model's rule.
     """
 
     #: name of the primary metric (reported as the score)
