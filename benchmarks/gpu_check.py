@@ -246,7 +246,9 @@ def main(argv: list[str] | None = None) -> int:
             b1, b32 = res["decode"].get(f"{name}|1"), res["decode"].get(f"{name}|32")
             base = plain.get("model.generate|32")
             same = median = "-"
-            if name in ("luopan hf", "vLLM", "LMDeploy") and hf.get("likelihood") and res.get("likelihood"):
+            if name == "luopan hf":
+                same = median = "(reference)"
+            elif name in ("vLLM", "LMDeploy") and hf.get("likelihood") and res.get("likelihood"):
                 s, m = agreement(hf["likelihood"], res["likelihood"])
                 same, median = f"{s:.1%}", f"{m:.2g}"
             table.append([name, f"{b1:,.0f}" if b1 else "-", f"{b1 / roof:.0%}" if b1 and roof else "-",
