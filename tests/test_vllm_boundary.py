@@ -9,7 +9,6 @@ import pytest
 from engine_standins import install_vllm, make_model_folder
 
 from luopan.errors import MissingDependencyError
-from luopan.types import GenerationRequest
 
 pytestmark = pytest.mark.boundary
 
@@ -47,13 +46,6 @@ def test_defaults_leave_memory_to_vllm(folder, monkeypatch):
     kwargs = VLLMBackend(path=str(folder)).engine_kwargs()
     assert "gpu_memory_utilization" not in kwargs and "kv_cache_memory_bytes" not in kwargs
     assert "distributed_executor_backend" not in kwargs
-
-
-def test_prompt_longer_than_max_model_len_is_an_error(backend):
-    from luopan.errors import ConfigError
-
-    with pytest.raises(ConfigError, match="request 0 .*max_model_len 512"):
-        backend.generate([GenerationRequest(prompt="hello world " * 400)])
 
 
 def test_identity_names_backend_weights_and_options(folder):
