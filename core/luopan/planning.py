@@ -35,6 +35,10 @@ class DatasetPool:
 
     def get(self, spec: ResolvedDataset) -> Dataset:
         d = self._datasets.get(spec.label)
+        if d is None and spec.variant_of is not None:  # a prompt variant with the loader params of its dataset
+            base = next((b for b in self.config.datasets if b.label == spec.variant_of), None)
+            if base is not None and base.params == spec.params:
+                d = self._datasets[spec.label] = self.get(base)
         if d is None:
             try:
                 d = self.registry.get("dataset", spec.loader).create(spec.params)
