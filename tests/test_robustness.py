@@ -226,6 +226,17 @@ def test_circular_accuracy_joins_the_report(tmp_path):
     assert "| cmmlu | fake | circular (every rotation right) | 4 |" in (out / "summary.md").read_text()
 
 
+def test_a_failed_variant_is_reported_missing_and_the_others_still_compared(tmp_path):
+    cfg = _write(tmp_path, f"[{{typos: 0.1}}, {{name: tpl, params: {{{CMMLU_TEMPLATE}}}}}]",
+                 model="{preset: fake, params: {fail_if_prompt_contains: 正确答案是}}")
+    run = _run(cfg)
+    run.execute()
+    report = json.loads((run.out / "robustness.json").read_text())
+    m = report["datasets"]["cmmlu"]["models"]["fake"]
+    assert m["missing"] == ["tpl"] and set(m["variants"]) == {"original", "typos0.1"}
+    assert "| cmmlu | fake | tpl | 0 | - |" in (run.out / "summary.md").read_text()
+
+
 # ---------------------------------------------------------------- real models (slow)
 
 REAL_MODELS = ("  - {preset: smollm2-135m-instruct, kind: base, params: {dtype: float32, device: cpu, batch_size: 8}}\n"
