@@ -176,8 +176,8 @@ def add_typos(text: str, rate: float, rng: random.Random) -> str:
 
 
 def change_whitespace(text: str, rate: float, rng: random.Random) -> str:
-    """``round(rate * gaps)`` of the runs of spaces between non-space characters changed: widened by one or
-    two spaces, or a single space turned into a newline-free double; newlines are kept (they carry layout)."""
+    """``round(rate * runs)`` of the runs of spaces changed: a single space widened by one or two, a longer run
+    widened the same way or narrowed to one space; newlines are kept (they carry the prompt's layout)."""
     gaps = [m for m in re.finditer(r" +", text)]
     k = round(rate * len(gaps))
     if not k:
