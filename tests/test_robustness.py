@@ -21,11 +21,13 @@ from luopan.robustness import (
     add_typos,
     change_case,
     change_whitespace,
+    perturb_sample,
     perturb_text,
     shuffle_order,
     swap_punctuation,
     typo_positions,
 )
+from luopan.types import Sample
 
 TEXT = ("Which statement best explains why photosynthesis is the foundation of most food webs? "
         "以下关于光合作用的说法，哪一项是正确的？ Sunlight is the source of energy for nearly all ecosystems.")
@@ -97,6 +99,22 @@ def test_whitespace_and_case_changes():
     assert change_case(text, "lower", random.Random(0)) == "the answer is one of these options A B C D"
     assert change_case("Answer A", "swap", random.Random(0)) == "aNSWER A"  # one-letter labels kept
     assert change_case(text, "random", random.Random(0)).lower() == text.lower()
+
+
+def test_only_the_question_is_perturbed_not_the_few_shot_block_nor_the_choices():
+    prefix = "Example question, with an answer.\nAnswer: A\n\n"
+    sample = Sample(id="q/1", subset="q", prompt=prefix + "Which option, then?\nAnswer:", target=1,
+                    choices=[" A", " B"], prefix=prefix, chat_prompt="Which option, then?",
+                    messages=[{"role": "user", "content": "Example question, with an answer."},
+                              {"role": "assistant", "content": "A"},
+                              {"role": "user", "content": "Which option, then?"}])
+    out = perturb_sample(sample, VariantSpec(name="p", punctuation="fullwidth"))
+    assert out.prompt == prefix + "Which option， then？\nAnswer："
+    assert out.prefix == prefix and out.choices == [" A", " B"] and out.target == 1
+    assert out.chat_prompt == "Which option， then？"
+    assert [m["content"] for m in out.messages] == ["Example question, with an answer.", "A", "Which option， then？"]
+    assert sample.messages[-1]["content"] == "Which option, then?"  # the original is left as it was
+    assert out.meta["variant"] == "p"
 
 
 # ---------------------------------------------------------------- configuration
