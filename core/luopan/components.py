@@ -149,6 +149,10 @@ class Dataset(Component):
         """Prompt template and other settings recorded in provenance."""
         return {}
 
+    #: whether :meth:`load` takes ``order``, a function (question id, number of options) -> the order to show
+    #: the options in (``order[k]``: the original index of the option shown k-th), the gold answer following
+    #: its text: how ``robustness:`` variants with ``shuffle: true`` ask a question with its options reordered
+    reorders_options: bool = False
     #: the evaluator used when the run names none
     default_evaluator: str = "accuracy"
     #: subset label -> human readable name (optional)

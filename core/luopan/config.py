@@ -8,6 +8,7 @@ key by key).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ from luopan.errors import ConfigError, ConfigErrors, LuopanError
 from luopan.files import MAX_NAME_BYTES, name_problem, safe_name
 from luopan.plugins import Registry, nearest
 from luopan.reasoning import ReasoningSpec, spec_value
+from luopan.robustness import VariantSpec, variant_label
 from luopan.types import GenerationConfig, ModelKind
 from luopan.yamlpos import Located, load_located, load_located_file
 
@@ -119,6 +121,9 @@ class DatasetSpec(_Strict):
     description: str | None = None
     #: the judge model(s) of model-based evaluators: model labels (default: every model with role: judge)
     judge: str | list[str] | None = None
+    #: prompt variants (luopan.robustness): each is run as dataset ``<name>~<variant>`` on the same questions,
+    #: and the run reports how the scores and verdicts move against this (the original) one
+    robustness: list[VariantSpec] | None = None
 
 
 class CompareSpec(_Strict):
@@ -187,6 +192,11 @@ class ResolvedDataset:
     judge: str | list[str] | None = None  # as written; ``judges`` is the resolved list of model labels
     judges: list[str] = field(default_factory=list)
     repeats: int = 1
+    #: prompt variants (``VariantSpec`` fields, ``name`` resolved); on the original dataset only
+    robustness: list[dict[str, Any]] = field(default_factory=list)
+    #: a variant dataset: the variant's settings, and the label of the dataset it perturbs
+    variant: dict[str, Any] | None = None
+    variant_of: str | None = None
 
 
 @dataclass
@@ -262,8 +272,9 @@ def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
             return []
         current = f.annotation
         for arg in getattr(current, "__args__", ()) or ():
-            if isinstance(arg, type) and issubclass(arg, BaseModel):
-                current = arg
+            for inner in (arg, *(getattr(arg, "__args__", ()) or ())):  # X | None, list[X] | None
+                if isinstance(inner, type) and issubclass(inner, BaseModel):
+                    current = inner
     if isinstance(current, type) and issubclass(current, BaseModel):
         return list(current.model_fields)
     return []
@@ -319,7 +330,7 @@ def _component_params(reg: Registry, loc: Located, kind: str, name: str, params:
     try:
         return comp.validate_params(params)
     except ValidationError as exc:
-        raise _format_pydantic(exc, loc, path[:2] + ("params",), comp.params, f"{kind} '{name}': ") from None
+        raise _format_pydantic(exc, loc, path[:-1] + ("params",), comp.params, f"{kind} '{name}': ") from None
     except TypeError as exc:
         raise ConfigError(f"{loc.where(path[:2] + ('params',))}: {exc}") from None
 
@@ -461,7 +472,8 @@ def _resolve_model(reg: Registry, loc: Located, i: int, raw: Any, backend: str |
                          reasoning=m.reasoning.model_dump() if m.reasoning is not None else None)
 
 
-def _resolve_dataset(reg: Registry, loc: Located, i: int, raw: Any) -> ResolvedDataset:
+def _resolve_dataset(reg: Registry, loc: Located, i: int, raw: Any) -> list[ResolvedDataset]:
+    """The dataset entry, and one dataset per prompt variant of its ``robustness:`` list after it."""
     d: DatasetSpec = _resolve_entry(reg, loc, "dataset", i, raw, DatasetSpec)
     path = ("datasets", i)
     if not d.loader:
@@ -472,9 +484,36 @@ def _resolve_dataset(reg: Registry, loc: Located, i: int, raw: Any) -> ResolvedD
     else:
         ev = d.evaluator_params
     label = d.name or d.preset or d.loader
-    return ResolvedDataset(label, d.loader, params, d.subsets, d.limit_per_subset, d.limit, d.sample_seed, d.shots,
+    base = ResolvedDataset(label, d.loader, params, d.subsets, d.limit_per_subset, d.limit, d.sample_seed, d.shots,
                            d.mode, d.evaluator, ev, d.generation.model_dump(), d.shards, d.preset, d.judge,
                            repeats=d.repeats)
+    return [base] + _variants(reg, loc, i, d, base)
+
+
+def _variants(reg: Registry, loc: Located, i: int, d: DatasetSpec, base: ResolvedDataset) -> list[ResolvedDataset]:
+    """The datasets of ``robustness:``: the entry's settings, the variant's loader params merged over its own
+    (validated by the loader), labelled ``<label>~<variant>``."""
+    out: list[ResolvedDataset] = []
+    names: dict[str, int] = {}
+    for j, v in enumerate(d.robustness or ()):
+        path: tuple[Any, ...] = ("datasets", i, "robustness", j)
+        name = v.label(j)
+        if name in names:
+            raise ConfigError(f"{loc.where(path)}: datasets[{i}].robustness[{j}]: two variants are named '{name}' "
+                              f"(robustness[{names[name]}] too); give one a 'name'")
+        names[name] = j
+        params = base.params
+        if v.params:
+            params = _component_params(reg, loc, "dataset", base.loader, {**base.params, **v.params},
+                                       path + ("loader",))
+            if params == base.params:
+                raise ConfigError(f"{loc.where(path + ('params',))}: datasets[{i}].robustness[{j}].params: the "
+                                  f"same as the dataset's own; a variant must change the prompt")
+        settings = {**v.model_dump(), "name": name}
+        out.append(dataclasses.replace(base, label=variant_label(base.label, name), params=params, variant=settings, robustness=[],
+                                       variant_of=base.label))
+        base.robustness.append(settings)
+    return out
 
 
 def resolve(loc: Located, reg: Registry, *, base_dir: Path | None = None, backend: str | None = None,
@@ -516,7 +555,7 @@ def resolve(loc: Located, reg: Registry, *, base_dir: Path | None = None, backen
     datasets: list[ResolvedDataset] = []
     for i, raw in enumerate(data["datasets"]):
         try:
-            datasets.append(_resolve_dataset(reg, loc, i, raw))
+            datasets.extend(_resolve_dataset(reg, loc, i, raw))
         except LuopanError as exc:
             problems.append(exc)
     if problems and collect is not None:

@@ -73,6 +73,8 @@ class Run:
         #: the run file's comparison (``compare:``) once written, or why it could not be
         self.comparison: dict[str, Any] | None = None
         self.comparison_problem: str | None = None
+        #: the ``robustness:`` report once written (:mod:`luopan.robustness`)
+        self.robustness_report: dict[str, Any] | None = None
 
     # ------------------------------------------------------------ the context (built on first use)
     @property
@@ -148,6 +150,8 @@ class Run:
         if ctx.cache.invalid:
             log.warning("cache_entries_invalid_total", path=str(self.cache_path), count=ctx.cache.invalid)
         self.tables = self.summarize(results)
+        if any(d.robustness for d in self.config.datasets):
+            self.robustness()
         if self.config.compare is not None:
             self.compare()
         hook.luopan_run_finish(run=self, results=results)
@@ -191,13 +195,35 @@ class Run:
 
     # ------------------------------------------------------------ summary
     def summarize(self, results: list[UnitResult]) -> list[SummaryTable]:
+        """The summarizer's tables over the run's datasets (prompt variants of ``robustness:`` are left to the
+        robustness tables), written with every unit's result."""
         results = merge_shards(results)
         summarizer = self.registry.get("summarizer", self.config.run.summarizer).build({})
-        tables = summarizer.summarize(results)
+        variants = {d.label for d in self.config.datasets if d.variant_of is not None}
+        tables = summarizer.summarize([r for r in results if r.dataset not in variants])
         from luopan.report import write_summaries
 
         write_summaries(self.out, tables, results)
         return tables
+
+    def robustness(self) -> dict[str, Any]:
+        """The ``robustness:`` report (:mod:`luopan.robustness`): each model's score under each prompt variant,
+        the spread and the verdicts that flip, written to robustness.json and added to the summary."""
+        from luopan.outputs import prediction_files
+        from luopan.robustness import build_report, report_tables, write_report
+
+        def read(model: str, dataset: str) -> list[dict[str, Any]]:
+            import json
+
+            return [json.loads(line) for f in prediction_files(self.out, model, dataset)
+                    for line in f.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+        models = [m.label for m in self.config.models if m.role != "judge"]
+        report = build_report(self.config.datasets, models, merge_shards(list(self.results)), read)
+        write_report(self.out, report)
+        self.add_tables(report_tables(report))
+        self.robustness_report = report
+        return report
 
     def compare(self) -> dict[str, Any] | None:
         """The run file's ``compare:`` section: each model against the baseline on the questions both answered,

@@ -17,6 +17,7 @@ from luopan.errors import ConfigError, LuopanError
 from luopan.plugins import Registry, nearest
 from luopan.reasoning import answer_of, rule_of
 from luopan.resolver import ModelPool, RequestResolver
+from luopan.robustness import VariantSpec, option_order, perturb_sample
 from luopan.types import GenerationRequest, LoglikelihoodRequest, Request, Sample
 from luopan.units import Unit, UnitSpec, question_groups
 
@@ -34,6 +35,10 @@ class DatasetPool:
 
     def get(self, spec: ResolvedDataset) -> Dataset:
         d = self._datasets.get(spec.label)
+        if d is None and spec.variant_of is not None:  # a prompt variant with the loader params of its dataset
+            base = next((b for b in self.config.datasets if b.label == spec.variant_of), None)
+            if base is not None and base.params == spec.params:
+                d = self._datasets[spec.label] = self.get(base)
         if d is None:
             try:
                 d = self.registry.get("dataset", spec.loader).create(spec.params)
@@ -61,10 +66,17 @@ def select_samples(ds: Dataset, spec: ResolvedDataset, source: str) -> list[Samp
                     + (f" (did you mean '{hint}'?)" if hint else f"; {len(available)} subsets available")
                 )
             chosen.append(s)
+    variant = VariantSpec.model_validate(spec.variant) if spec.variant else None
+    order: dict[str, Any] = {}
+    if variant is not None and variant.shuffle:
+        if not ds.reorders_options:
+            raise ConfigError(f"{source}: dataset '{spec.label}': loader '{spec.loader}' cannot reorder the options "
+                              f"of its questions; drop 'shuffle' from this robustness variant")
+        order["order"] = option_order(variant)
     out: list[Sample] = []
     for subset in chosen:
         try:
-            samples = ds.load(subset, shots=spec.shots)
+            samples = ds.load(subset, shots=spec.shots, **order)
         except LuopanError as exc:
             raise type(exc)(f"{source}: dataset '{spec.label}': {exc}") from exc
         if spec.limit_per_subset is not None and len(samples) > spec.limit_per_subset:
@@ -72,6 +84,8 @@ def select_samples(ds: Dataset, spec: ResolvedDataset, source: str) -> list[Samp
         out.extend(samples)
     if spec.limit is not None and len(out) > spec.limit:
         out = take(out, spec.limit, spec.sample_seed, "")
+    if variant is not None:  # the same questions as the original, perturbed (before repeats: one prompt each)
+        out = [perturb_sample(s, variant) for s in out]
     if spec.repeats > 1:
         if len(out) * spec.repeats > MAX_SAMPLES:
             raise ConfigError(f"{source}: dataset '{spec.label}': repeats: {spec.repeats} x {len(out):,} samples is "

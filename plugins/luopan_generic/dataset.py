@@ -28,6 +28,7 @@ import hashlib
 import random
 import string
 from collections import ChainMap
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -361,7 +362,13 @@ class FilesDataset(Dataset):
             return [self._name]
         return list(self._subset_groups())
 
-    def load(self, subset: str, *, shots: int = 0) -> list[Sample]:
+    reorders_options = True
+
+    def load(self, subset: str, *, shots: int = 0,
+             order: Callable[[str, int], Sequence[int]] | None = None) -> list[Sample]:
+        """A subset's samples; ``order`` (question id, n) -> the order to show a multiple-choice question's
+        options in (robustness shuffles; the gold answer follows its text; circular rotates the reordered
+        options; a ``continuation`` question, one sample per option, has no order to change)."""
         split = self._split(self.params.split)
         if self._subset_field is None:
             if subset != self._name:
@@ -377,12 +384,13 @@ class FilesDataset(Dataset):
         rows = split.rows
         for i in indices:
             try:
-                self._row_samples(samples, subset, i, rows[i], head)
+                self._row_samples(samples, subset, i, rows[i], head, order)
             except FieldError as exc:
                 raise FilesDataError(f"{split.where(i)}: {exc}") from None
         return samples
 
-    def _row_samples(self, out: list[Sample], subset: str, i: int, row: dict[str, Any], head: _Head) -> None:
+    def _row_samples(self, out: list[Sample], subset: str, i: int, row: dict[str, Any], head: _Head,
+                     order: Callable[[str, int], Sequence[int]] | None = None) -> None:
         """Append the samples of one row: one, or one per rotation (circular) or per choice (continuation)."""
         p = self.params
         fields = self.fields
@@ -411,6 +419,9 @@ class FilesDataset(Dataset):
                 sid = f"{subset}/{i}" if k == 0 else f"{subset}/{i}@{k}"
                 out.append(self._sample(sid, subset, lead + context, lead + context, gold, scored, head, m))
             return
+        if order is not None:
+            perm = list(order(f"{subset}/{i}", n))
+            choices, gold = [choices[k] for k in perm], perm.index(gold)
         labels = p.choice_labels
         if labels is not None and len(labels) != n:
             raise FieldError(f"field 'choices': {n} choices for {len(labels)} choice_labels")

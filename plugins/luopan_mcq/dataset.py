@@ -14,6 +14,7 @@ Few-shot examples keep their original order.
 from __future__ import annotations
 
 import string
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -188,7 +189,13 @@ class McqCsvDataset(Dataset):
     def subsets(self) -> list[str]:
         return list(self._subjects)
 
-    def load(self, subset: str, *, shots: int = 0) -> list[Sample]:
+    reorders_options = True
+
+    def load(
+        self, subset: str, *, shots: int = 0, order: Callable[[str, int], Sequence[int]] | None = None
+    ) -> list[Sample]:
+        """A subject's questions; ``order`` (question id, n) -> the order to show its options in (robustness
+        shuffles; the gold answer follows its text, CircularEval rotates the reordered options)."""
         if subset not in self.display_names:
             raise ConfigError(f"mcq_csv: no subject '{subset}' in {self.root / self.eval_split}")
         questions = self._read(self.eval_split, subset)
@@ -201,6 +208,11 @@ class McqCsvDataset(Dataset):
         delim = self.templates["answer_prefix"].render(head.variables)
         for i, question in enumerate(questions):
             n = len(question.options)
+            if order is not None:
+                perm = list(order(f"{subset}/{i}", n))
+                question = Question(
+                    question.question, tuple(question.options[k] for k in perm), perm.index(question.answer)
+                )
             for r in range(n if self.circular else 1):
                 q = question
                 if r:
