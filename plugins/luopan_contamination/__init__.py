@@ -1,0 +1,30 @@
+"""Data contamination checks: ``luopan contamination RUN.yaml --corpus PATH...`` (docs/contamination.md).
+
+* n-gram overlap (lm-eval's 13-gram decontamination rule, hashed) between a run's benchmark items and a corpus,
+  per item and per benchmark, with clean-subset scores beside the full ones for a finished run;
+* membership signals without a corpus for local models (``--membership``): Min-K% probability and the
+  option-order test.
+
+Nothing here is imported before the command runs: the plugin only registers its command.
+"""
+
+from luopan import hookimpl
+
+
+def _configure(parser):
+    from luopan_contamination.command import configure
+
+    configure(parser)
+
+
+def _run(args):
+    from luopan_contamination.command import run
+
+    return run(args)
+
+
+@hookimpl
+def luopan_register_commands(register):
+    register("contamination", help="check a run's benchmark items for contamination: n-gram overlap with a corpus "
+                                   "(--corpus), membership signals of the run's models (--membership)",
+             configure=_configure, run=_run)
