@@ -177,11 +177,12 @@ def _main(argv: Sequence[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = _parser()
     first = next((a for a in argv if not a.startswith("-")), None)
-    command = None
+    command = reg = None
     if first is not None and first not in BUILTIN_COMMANDS:  # perhaps a plugin's command: load the plugins
         from luopan.plugins import get_registry
 
-        command = get_registry().commands.get(first)
+        reg = get_registry()
+        command = reg.commands.get(first)
         if command is not None:
             sp = parser.get_default("_subparsers").add_parser(command.name, help=command.help,
                                                               description=command.help)
@@ -189,7 +190,7 @@ def _main(argv: Sequence[str] | None) -> int:
     args = parser.parse_args(argv)
     try:
         if command is not None and args.command == command.name:
-            return int(command.run(args) or 0)
+            return int(command.run(args, reg) or 0)
         return _dispatch(args)
     except ConfigErrors as exc:
         if getattr(args, "debug", False):

@@ -61,11 +61,13 @@ class RegisterPreset(Protocol):
 class RegisterCommand(Protocol):
     """The ``register`` callback of :func:`luopan_register_commands`: ``register(name, *, help, configure, run)``.
 
-    ``configure(parser)`` adds the command's arguments to its :class:`argparse.ArgumentParser`; ``run(args)`` does
-    the work and returns the exit code. A :class:`luopan.errors.LuopanError` it raises is printed as one line."""
+    ``configure(parser)`` adds the command's arguments to its :class:`argparse.ArgumentParser`; ``run(args,
+    registry)`` does the work with the registry the command line loaded (a ``luopan.plugins.Registry``: pass it to
+    ``load_run``, ``run_samples``) and returns the exit code. A :class:`luopan.errors.LuopanError` it raises is
+    printed as one line."""
 
     def __call__(self, name: str, *, help: str, configure: Callable[[Any], None],
-                 run: Callable[[Any], int]) -> None: ...
+                 run: Callable[[Any, Any], int]) -> None: ...
 
 
 class RunView(Protocol):

@@ -151,7 +151,7 @@ class Command:
     name: str
     help: str
     configure: Callable[[Any], None]
-    run: Callable[[Any], int]
+    run: Callable[[Any, Any], int]  # run(args, registry) -> exit code
     plugin: PluginInfo
 
 
@@ -219,8 +219,8 @@ class Registry:
             )
         self.presets[kind][name] = Preset(kind, name, dict(fields), source)
 
-    def add_command(self, name: str, *, help: str, configure: Callable[[Any], None], run: Callable[[Any], int],
-                    plugin: PluginInfo) -> None:
+    def add_command(self, name: str, *, help: str, configure: Callable[[Any], None],
+                    run: Callable[[Any, Any], int], plugin: PluginInfo) -> None:
         """Register a command-line subcommand; a name already taken (built in or by another plugin) is a conflict."""
         from luopan.cli import BUILTIN_COMMANDS
 

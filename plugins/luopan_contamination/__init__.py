@@ -17,10 +17,10 @@ def _configure(parser):
     configure(parser)
 
 
-def _run(args):
+def _run(args, registry):
     from luopan_contamination.command import run
 
-    return run(args)
+    return run(args, registry)
 
 
 @hookimpl

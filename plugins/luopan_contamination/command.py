@@ -75,9 +75,8 @@ def options(args: argparse.Namespace) -> ContaminationOptions:
         raise ConfigError(f"--{str(e['loc'][0]).replace('_', '-')}: {e['msg']}") from None
 
 
-def run(args: argparse.Namespace) -> int:
-    from luopan.config import load_run
-    from luopan.plugins import get_registry
+def run(args: argparse.Namespace, reg: Any) -> int:
+    from luopan import load_run
     from luopan_contamination.corpus import check_paths
 
     opts = options(args)
@@ -87,7 +86,6 @@ def run(args: argparse.Namespace) -> int:
     corpus = check_paths(opts.corpus) if opts.corpus else []  # before anything slow: a typo is one line
     if opts.index and not Path(opts.index).is_file():
         raise ConfigError(f"--index: {opts.index}: no such file")
-    reg = get_registry()
     cfg = load_run(args.file, reg)
     from luopan_contamination.report import run_folder, run_items
 

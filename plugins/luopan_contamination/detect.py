@@ -94,7 +94,7 @@ def item_text(sample: Sample) -> str:
 
 
 def items_from_samples(benchmark: str, samples: Iterable[Sample]) -> list[Item]:
-    from luopan.units import question_key
+    from luopan import question_key
 
     return [Item(benchmark, s.subset, s.id, item_text(s), question_key(s)) for s in samples]
 

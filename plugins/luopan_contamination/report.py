@@ -18,17 +18,18 @@ __all__ = ["run_items", "run_folder", "clean_scores", "tables", "write_outputs"]
 
 
 def run_items(cfg: Any, reg: Any) -> list[Item]:
-    """Every item of every dataset entry of a resolved run config (its subsets and limits), rendered 0-shot."""
-    from luopan.data import data_scope, run_folders
-    from luopan.planning import DatasetPool, select_samples
+    """Every item of every dataset entry of a resolved run config (its subsets and limits), rendered 0-shot (the
+    few-shot examples come from another split); the repeats of a problem are one item."""
+    from luopan import run_samples
 
-    pool = DatasetPool(cfg, reg)
     items: list[Item] = []
-    with data_scope(run_folders(cfg)):
-        for spec in cfg.datasets:
-            spec0 = dataclasses.replace(spec, shots=0, repeats=1)
-            samples = select_samples(pool.get(spec0), spec0, cfg.source)
-            items.extend(items_from_samples(spec.label, samples))
+    for label, samples in run_samples(cfg, reg, shots=0).items():
+        seen: set[str] = set()
+        for it in items_from_samples(label, samples):
+            base = it.id.split("#r", 1)[0]
+            if base not in seen:
+                seen.add(base)
+                items.append(dataclasses.replace(it, id=base))
     return items
 
 
