@@ -251,6 +251,17 @@ def test_missing_corpus_file_is_a_one_line_error(registry, tmp_path, capsys):
     assert capsys.readouterr().err.startswith("error: --n: ")
 
 
+def test_a_datasets_folder_and_gzipped_json_lines(tmp_path):
+    import gzip
+
+    from datasets import Dataset
+
+    Dataset.from_dict({"text": ["first document", "second one"], "n": [1, 2]}).save_to_disk(str(tmp_path / "ds"))
+    with gzip.open(tmp_path / "c.jsonl.gz", "wt", encoding="utf-8") as fh:
+        fh.write(json.dumps({"text": "zipped"}) + "\n" + json.dumps({"other": 1}) + "\n")
+    assert list(read_corpus([tmp_path / "ds", tmp_path / "c.jsonl.gz"])) == ["first document", "second one", "zipped"]
+
+
 def test_jsonl_without_the_text_field_and_parquet_column_errors(tmp_path):
     from luopan.errors import ConfigError
 

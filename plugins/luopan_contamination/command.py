@@ -42,7 +42,7 @@ def configure(p: argparse.ArgumentParser) -> None:
                                                "checked, its models by --membership")
     p.add_argument("--corpus", nargs="+", default=[], metavar="PATH",
                    help="corpus files or folders: .txt/.md, .jsonl (--text-field), .parquet, .arrow, a datasets "
-                        "folder (save_to_disk); .gz accepted")
+                        "folder (save_to_disk); .txt and .jsonl may be .gz")
     p.add_argument("--text-field", default="text", help="the text field of JSON lines / column of Parquet and Arrow "
                                                         "(default: text)")
     p.add_argument("--n", type=int, default=13, help="n-gram size in words (CJK: characters); default 13 (lm-eval)")

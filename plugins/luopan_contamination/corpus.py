@@ -18,12 +18,16 @@ JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
 PARQUET_SUFFIXES = (".parquet",)
 ARROW_SUFFIXES = (".arrow",)
 _BLOCK = 4 << 20
+#: the metadata files of a ``datasets`` folder (``save_to_disk``): not text
+_DATASETS_METADATA = {"dataset_info.json", "state.json", "dataset_dict.json"}
 
 
 def _kind(path: Path) -> str | None:
     name = path.name.lower()
     if name.endswith(".gz"):
         name = name[:-3]
+        if not name.endswith(TEXT_SUFFIXES + JSONL_SUFFIXES):
+            return None
     for kind, suffixes in (("text", TEXT_SUFFIXES), ("jsonl", JSONL_SUFFIXES), ("parquet", PARQUET_SUFFIXES),
                            ("arrow", ARROW_SUFFIXES)):
         if name.endswith(suffixes):
@@ -42,7 +46,7 @@ def check_paths(paths: Sequence[str | Path]) -> list[Path]:
             raise ConfigError(f"--corpus: {raw}: no such file or folder")
         if p.is_file() and _kind(p) is None:
             raise ConfigError(f"--corpus: {raw}: not a corpus file this check reads (.txt, .md, .jsonl, .json, "
-                              f".parquet, .arrow, each optionally .gz; or a folder of them)")
+                              f".parquet, .arrow; text and JSON lines may be .gz; or a folder of them)")
         out.append(p)
     return out
 
@@ -51,7 +55,8 @@ def corpus_files(path: Path) -> list[Path]:
     """The readable files of a corpus path: the file itself, or a folder's files (recursively, sorted)."""
     if path.is_file():
         return [path]
-    return sorted(f for f in path.rglob("*") if f.is_file() and _kind(f) is not None)
+    return sorted(f for f in path.rglob("*")
+                  if f.is_file() and _kind(f) is not None and f.name not in _DATASETS_METADATA)
 
 
 def _open_text(path: Path) -> IO[str]:
