@@ -234,6 +234,14 @@ def test_clean_subset_scores_of_a_finished_run(registry, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "Clean-subset scores" in out and "| cmmlu | 36 | 36 | 12 |" in out
     assert (run_dir / "contamination.md").is_file()
+    # the same verdicts from a saved index of the whole corpus
+    index = tmp_path / "corpus.npy"
+    assert main(["contamination", str(run), "--corpus", *map(str, paths), "--save-index", str(index),
+                 "--out", str(tmp_path / "a")]) == 0
+    assert main(["contamination", str(run), "--index", str(index), "--out", str(tmp_path / "b")]) == 0
+    for d in ("a", "b"):
+        again = json.loads((tmp_path / d / "contamination.json").read_text(encoding="utf-8"))
+        assert again["items"] == doc["items"] and again["ngram"]["index_ngrams"] > 100_000
 
 
 def test_missing_corpus_file_is_a_one_line_error(registry, tmp_path, capsys):

@@ -113,9 +113,12 @@ def run(args: argparse.Namespace, reg: Any) -> int:
             found.save(opts.save_index)
         else:
             found = det.scan(texts)
-        stats.update({"corpus_chars": found.chars, "corpus_ngrams": found.total, "matched_ngrams": len(found),
-                      "seconds": round(time.perf_counter() - t0, 2), "peak_rss_mb": round(peak_rss_mb(), 1)})
         results = det.results(found)
+        stats.update({"corpus_chars": found.chars, "corpus_ngrams": found.total,
+                      "matched_ngrams": int(found.contains(det.keys).sum()),  # distinct item n-grams found
+                      "seconds": round(time.perf_counter() - t0, 2), "peak_rss_mb": round(peak_rss_mb(), 1)})
+        if opts.index or opts.save_index:
+            stats["index_ngrams"] = len(found)
         benchmarks = det.summarize(results)
     scores: list[dict[str, Any]] = []
     run_dir = Path(args.run_dir) if args.run_dir else run_folder(cfg)
@@ -154,6 +157,11 @@ def membership_of_run(cfg: Any, reg: Any, items: list[Any], opts: ContaminationO
     out = []
     for m in cfg.models:
         backend = reg.get("backend", m.backend).create(m.params)
+        if "loglikelihood" not in backend.capabilities:
+            for bench, texts in by.items():
+                out.append({"model": m.label, "benchmark": bench, "items": len(texts), "min_k": None,
+                            "note": f"backend '{m.backend}' gives no log-likelihoods: no membership signal"})
+            continue
         try:
             backend.load()
             for bench, texts in by.items():

@@ -31,24 +31,31 @@ __all__ = ["N", "normalize", "tokens", "token_hashes", "ngram_hashes", "text_ngr
 N = 13
 
 _ASCII_TABLE = str.maketrans(string.ascii_uppercase, string.ascii_lowercase, string.punctuation)
-_UNICODE_PUNCT: dict[int, None] | None = None
-#: CJK ideographs (unified, extension A, compatibility, extensions B and later) and kana: a token each
-_CJK = re.compile("[\u3040-\u30ff\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f]")
+_UNICODE_TABLE: dict[int, str | None] | None = None
+#: CJK ideographs (unified, extension A, compatibility) and kana, in the basic plane: a token each
+_CJK_RANGES = ((0x3040, 0x30FF), (0x31F0, 0x31FF), (0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xF900, 0xFAFF))
+#: CJK ideographs beyond the basic plane (extensions B and later)
+_CJK_ASTRAL = re.compile("[\U00020000-\U0003134f]")
 
 _P = np.uint64(0x100000001B3)  # the polynomial's base (odd)
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
 
 
-def _unicode_punct() -> dict[int, None]:
-    global _UNICODE_PUNCT
-    if _UNICODE_PUNCT is None:
-        table: dict[int, None] = {ord(c): None for c in string.punctuation}
+def _unicode_table() -> dict[int, str | None]:
+    """One ``str.translate`` table for text that is not ASCII: punctuation deleted, CJK characters spaced out."""
+    global _UNICODE_TABLE
+    if _UNICODE_TABLE is None:
+        table: dict[int, str | None] = {ord(c): None for c in string.punctuation}
         for cp in range(0x80, 0x10000):
             if unicodedata.category(chr(cp)).startswith("P"):
                 table[cp] = None
-        _UNICODE_PUNCT = table
-    return _UNICODE_PUNCT
+        for lo, hi in _CJK_RANGES:
+            for cp in range(lo, hi + 1):
+                if table.get(cp, "") is not None:  # a CJK punctuation mark stays deleted
+                    table[cp] = f" {chr(cp)} "
+        _UNICODE_TABLE = table
+    return _UNICODE_TABLE
 
 
 def normalize(text: str) -> str:
@@ -56,9 +63,9 @@ def normalize(text: str) -> str:
     characters set apart by spaces on any other text."""
     if text.isascii():
         return text.translate(_ASCII_TABLE)
-    text = unicodedata.normalize("NFKC", text).lower().translate(_unicode_punct())
-    if _CJK.search(text):
-        text = _CJK.sub(r" \g<0> ", text)
+    text = unicodedata.normalize("NFKC", text).lower().translate(_unicode_table())
+    if _CJK_ASTRAL.search(text):
+        text = _CJK_ASTRAL.sub(r" \g<0> ", text)
     return text
 
 
