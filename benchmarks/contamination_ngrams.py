@@ -215,13 +215,26 @@ def main() -> int:
         keys = {(p.benchmark, p.id) for p in planted}
         flagged = {(r.benchmark, r.id) for r in results if r.contaminated}
         unchecked = sum(not r.checked for r in results)
+        # a flagged item that was not planted may be the same question as a planted one under another preset
+        # (gsm8k and gsm8k_cot, truthfulqa_mc1 and _mc2 share their questions): its n-grams are the planted text's
+        import numpy as np
+
+        from luopan_contamination.ngrams import text_ngram_hashes
+
+        planted_keys = np.unique(np.concatenate([text_ngram_hashes(p.text) for p in planted]))
+        index = {(it.benchmark, it.id): i for i, it in enumerate(items)}
+        same_q, background_hits = [], []
+        for k in sorted(flagged - keys):
+            h = det.hashes[index[k]]
+            (same_q if np.isin(h[found.contains(h)], planted_keys).all() else background_hits).append(k)
         print(f"planted found: {len(keys & flagged)} / {len(keys)}; clean items flagged: {len(flagged - keys)} "
-              f"of {len(results) - len(keys):,}; unchecked (no 13-gram of their own): {unchecked:,}")
-        per = {b: sum(1 for k in flagged - keys if k[0] == b) for b in benches}
-        for b, n in per.items():
-            if n:
-                print(f"  {b}: {n} clean item(s) flagged, e.g. "
-                      + ", ".join(k[1] for k in sorted(flagged - keys) if k[0] == b)[:200])
+              f"of {len(results) - len(keys):,} ({len(same_q)} the same question as a planted item under another "
+              f"preset, {len(background_hits)} against the background text); unchecked (no 13-gram of their own): "
+              f"{unchecked:,}")
+        for b in benches:
+            hits = [k[1] for k in background_hits if k[0] == b]
+            if hits:
+                print(f"  {b}: {len(hits)} flagged against the background, e.g. {', '.join(hits[:5])}")
         missed = sorted(keys - flagged)
         if missed:
             print(f"  planted but not found: {missed[:10]}")

@@ -8,23 +8,25 @@
 Nothing here is imported before the command runs: the plugin only registers its command.
 """
 
+from typing import Any
+
 from luopan import hookimpl
 
 
-def _configure(parser):
+def _configure(parser: Any) -> None:
     from luopan_contamination.command import configure
 
     configure(parser)
 
 
-def _run(args, registry):
+def _run(args: Any, registry: Any) -> int:
     from luopan_contamination.command import run
 
     return run(args, registry)
 
 
 @hookimpl
-def luopan_register_commands(register):
+def luopan_register_commands(register: Any) -> None:
     register("contamination", help="check a run's benchmark items for contamination: n-gram overlap with a corpus "
                                    "(--corpus), membership signals of the run's models (--membership)",
              configure=_configure, run=_run)
