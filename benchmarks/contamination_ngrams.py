@@ -147,7 +147,7 @@ print(json.dumps([key for key, text in items if any(g in corpus for g in word_ng
         (Path(d) / "corpus.txt").write_text(head, encoding="utf-8")
         out = subprocess.run([py, "-c", code, str(Path(d) / "items.json"), str(Path(d) / "corpus.txt")],
                              capture_output=True, text=True, check=True)
-    theirs = set(json.loads(out.stdout))
+    theirs = set(json.loads(out.stdout.strip().splitlines()[-1]))  # lm-eval prints a warning first
     # lm-eval uses every n-gram (no boilerplate rule): compare with ours with the rule off
     results, _, _ = check(ascii_items, [head], max_shared=10**9)
     ours = {f"{r.benchmark}/{r.id}" for r in results if r.contaminated}
