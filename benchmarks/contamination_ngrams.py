@@ -236,8 +236,11 @@ def main() -> int:
             if hits:
                 print(f"  {b}: {len(hits)} flagged against the background, e.g. {', '.join(hits[:5])}")
         missed = sorted(keys - flagged)
-        if missed:
-            print(f"  planted but not found: {missed[:10]}")
+        checked = {(r.benchmark, r.id) for r in results if r.checked}
+        print(f"planted and checkable (a 13-gram of their own): {len(keys & checked)}, found: "
+              f"{len(keys & checked & flagged)}; planted but unchecked: {len(keys - checked)}")
+        if set(missed) - (keys - checked):
+            print(f"  planted, checkable and not found: {sorted(set(missed) - (keys - checked))[:10]}")
         if args.lmeval_python:
             print("lm-eval cross-check:", json.dumps(lmeval_crosscheck(args.lmeval_python, items,
                                                                         folder / "corpus.txt")))
