@@ -142,8 +142,15 @@ def membership(backend: Any, texts: Sequence[str], *, k: float = 0.2, shuffles: 
                 owners.append((i, j))
     scores: dict[int, list[float]] = {}
     for start in range(0, len(requests), chunk):
-        for (i, j), r in zip(owners[start:start + chunk], backend.loglikelihood(requests[start:start + chunk])):
-            scores.setdefault(i, [0.0] * (shuffles + 1))[j] = float(r.logprob)
+        part = requests[start:start + chunk]
+        # a total log-prob is the sum of the per-token ones: where those exist, one plain pass per text (the hf
+        # backend packs requests that share a context, the empty one here, into one row: slow for long texts)
+        if supports_token_logprobs(backend):
+            totals = [sum(lps) for lps in backend.token_logprobs([r.continuation for r in part])]
+        else:
+            totals = [r.logprob for r in backend.loglikelihood(part)]
+        for (i, j), lp in zip(owners[start:start + chunk], totals):
+            scores.setdefault(i, [0.0] * (shuffles + 1))[j] = float(lp)
     wins = 0
     gaps = []
     for i, lps in scores.items():
