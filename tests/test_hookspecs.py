@@ -22,7 +22,7 @@ def test_every_hook_has_a_docstring_and_is_documented():
 
 
 def test_every_registration_hook_is_wired():
-    assert set(REGISTRATION_HOOKS.values()) | {"luopan_register_presets"} == {
+    assert set(REGISTRATION_HOOKS.values()) | {"luopan_register_presets", "luopan_register_commands"} == {
         h for h in HOOKS if h.startswith("luopan_register_")}
 
 

@@ -17,9 +17,10 @@ __version__ = "0.1.0"
 #: public name -> the kernel module that defines it
 _HOME: dict[str, str] = {
     # the Python API
-    "evaluate": "api", "load_results": "api", "Results": "api", "Score": "api",
+    "evaluate": "api", "load_results": "api", "Results": "api", "Score": "api", "run_samples": "api",
     # hooks and the plugin contract
     "hookimpl": "hookspecs", "Register": "hookspecs", "RegisterPreset": "hookspecs", "RunView": "hookspecs",
+    "RegisterCommand": "hookspecs",
     "RunnerHost": "hookspecs",
     # components plugins implement, and what they receive and return
     "Backend": "components", "Dataset": "components", "Evaluator": "components", "Summarizer": "components",
@@ -32,7 +33,7 @@ _HOME: dict[str, str] = {
     "Result": "types",
     # runs and units (runners, run_finish hooks)
     "RunConfig": "config", "ResolvedModel": "config", "ResolvedDataset": "config", "generation_config": "config",
-    "Unit": "units", "UnitSpec": "units", "execute_spec": "execution", "RequestCache": "cache",
+    "load_run": "config", "Unit": "units", "UnitSpec": "units", "question_key": "units", "execute_spec": "execution", "RequestCache": "cache",
     "load_registry": "plugins",
     # errors
     "LuopanError": "errors", "ConfigError": "errors", "MissingDependencyError": "errors",
@@ -52,7 +53,7 @@ __all__ = ["__version__", "PUBLIC_MODULES", *_HOME]
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time names load on first use
     from typing import Any
 
-    from luopan.api import Results, Score, evaluate, load_results
+    from luopan.api import Results, Score, evaluate, load_results, run_samples
     from luopan.backend_errors import InputTooLongError
     from luopan.cache import RequestCache
     from luopan.components import (
@@ -66,13 +67,13 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time names load on first
         SummaryTable,
         UnitResult,
     )
-    from luopan.config import ResolvedDataset, ResolvedModel, RunConfig, generation_config
+    from luopan.config import ResolvedDataset, ResolvedModel, RunConfig, generation_config, load_run
     from luopan.data import csv_records, files_fingerprint, find_data, read_jsonl
     from luopan.deps import require
     from luopan.errors import ConfigError, LuopanError, MissingDependencyError, PluginLoadError
     from luopan.execution import execute_spec
     from luopan.files import OutputError, atomic_write, ensure_dir, safe_name
-    from luopan.hookspecs import Register, RegisterPreset, RunnerHost, RunView, hookimpl
+    from luopan.hookspecs import Register, RegisterCommand, RegisterPreset, RunnerHost, RunView, hookimpl
     from luopan.outputs import prediction_files
     from luopan.plugins import load_registry, nearest
     from luopan.prompts import PromptTemplate, TemplateRenderError, validate_template
@@ -92,7 +93,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time names load on first
         Sample,
         ScoredSample,
     )
-    from luopan.units import Unit, UnitSpec
+    from luopan.units import Unit, UnitSpec, question_key
 
 
 def __getattr__(name: str) -> Any:  # noqa: F821 - Any is for type checkers only

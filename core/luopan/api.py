@@ -17,7 +17,7 @@ from typing import Any
 
 from luopan.components import SummaryTable, UnitResult
 
-__all__ = ["evaluate", "load_results", "Results", "Score", "model_entry", "dataset_entry"]
+__all__ = ["evaluate", "load_results", "run_samples", "Results", "Score", "model_entry", "dataset_entry"]
 
 #: OpenCompass-style dataset names: ``<preset>_gen`` generates and extracts the answer, ``<preset>_ppl`` scores
 #: the options by likelihood (perplexity)
@@ -192,3 +192,24 @@ def load_results(run_dir: str | Path) -> Results:
     units = [UnitResult(**u) for u in data.get("units", [])]
     tables = [SummaryTable(**t) for t in data.get("tables", [])]
     return Results(folder, units, tables)
+
+
+def run_samples(config: Any, registry: Any = None, *, shots: int | None = None) -> dict[str, list[Any]]:
+    """The samples each dataset entry of a resolved run (:class:`~luopan.config.RunConfig`, e.g. from
+    ``load_run``) would evaluate: its subsets, limits, seeded draw and repeats, rendered with ``shots`` few-shot
+    examples (default: the entry's own), read from the run's data folders. Keyed by dataset label; nothing runs,
+    no model is loaded (what checks on a run's items, such as contamination checks, read)."""
+    import dataclasses
+
+    from luopan.data import data_scope, run_folders
+    from luopan.planning import DatasetPool, select_samples
+    from luopan.plugins import get_registry
+
+    reg = registry if registry is not None else get_registry()
+    pool = DatasetPool(config, reg)
+    out: dict[str, list[Any]] = {}
+    with data_scope(run_folders(config)):
+        for spec in config.datasets:
+            entry = spec if shots is None else dataclasses.replace(spec, shots=shots)
+            out[spec.label] = select_samples(pool.get(entry), entry, config.source)
+    return out

@@ -1,6 +1,7 @@
-"""The ``luopan`` command line: run, validate, compare, list, which, plugins.
+"""The ``luopan`` command line: run, validate, compare, list, which, plugins, report, and the commands plugins add.
 
-Plugins load when a command needs them, never at import, so a broken plugin cannot break ``--help``.
+Plugins load when a command needs them, never at import, so a broken plugin cannot break ``--help``. A command
+that is not one of :data:`BUILTIN_COMMANDS` is looked up among the plugins' (``luopan_register_commands``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ if TYPE_CHECKING:
     from typing import Any
 
 LIST_KINDS = ("backends", "datasets", "evaluators", "summarizers", "runners", "presets")
+#: the commands of luopan itself; any other name is a plugin's command (plugins are loaded to find it)
+BUILTIN_COMMANDS = ("run", "validate", "list", "compare", "which", "plugins", "report")
 
 
 def _parser() -> Any:
@@ -20,9 +23,11 @@ def _parser() -> Any:
 
     from luopan import __version__
 
-    p = argparse.ArgumentParser(prog="luopan", description="luopan (罗盘): evaluate large language models.")
+    p = argparse.ArgumentParser(prog="luopan", description="luopan (罗盘): evaluate large language models.",
+                                epilog="Plugins may add commands (luopan plugins lists them).")
     p.add_argument("--version", action="version", version=f"luopan {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
+    p.set_defaults(_subparsers=sub)
     r = sub.add_parser(
         "run", help="run an evaluation: a YAML file, a run preset (e.g. quickstart), or --model/--dataset",
         description="Run an evaluation from a run file, a run preset, or the one-line form "
@@ -169,8 +174,23 @@ def _main(argv: Sequence[str] | None) -> int:
     from luopan.errors import ConfigErrors, LuopanError
     from luopan.files import describe_os_error
 
-    args = _parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = _parser()
+    first = next((a for a in argv if not a.startswith("-")), None)
+    command = reg = None
+    if first is not None and first not in BUILTIN_COMMANDS:  # perhaps a plugin's command: load the plugins
+        from luopan.plugins import get_registry
+
+        reg = get_registry()
+        command = reg.commands.get(first)
+        if command is not None:
+            sp = parser.get_default("_subparsers").add_parser(command.name, help=command.help,
+                                                              description=command.help)
+            command.configure(sp)
+    args = parser.parse_args(argv)
     try:
+        if command is not None and args.command == command.name:
+            return int(command.run(args, reg) or 0)
         return _dispatch(args)
     except ConfigErrors as exc:
         if getattr(args, "debug", False):
@@ -418,7 +438,8 @@ def _plugins(reg) -> int:  # type: ignore[no-untyped-def]
     unusable = environment_problems(reg)
     rows = []
     for p in sorted(reg.plugins, key=lambda p: p.name):
-        provides = ", ".join(f"{k}:{n}" for k, n in p.components) or "-"
+        provides = ", ".join([f"{k}:{n}" for k, n in p.components]
+                             + [f"command:{c.name}" for c in reg.commands.values() if c.plugin is p]) or "-"
         status = "ok" if p.ok else f"FAILED: {p.error}"
         if p.ok and unusable.get(p.name):
             status = "cannot work here"

@@ -58,6 +58,18 @@ class RegisterPreset(Protocol):
     def __call__(self, kind: str, name: str, fields: dict[str, Any]) -> None: ...
 
 
+class RegisterCommand(Protocol):
+    """The ``register`` callback of :func:`luopan_register_commands`: ``register(name, *, help, configure, run)``.
+
+    ``configure(parser)`` adds the command's arguments to its :class:`argparse.ArgumentParser`; ``run(args,
+    registry)`` does the work with the registry the command line loaded (a ``luopan.plugins.Registry``: pass it to
+    ``load_run``, ``run_samples``) and returns the exit code. A :class:`luopan.errors.LuopanError` it raises is
+    printed as one line."""
+
+    def __call__(self, name: str, *, help: str, configure: Callable[[Any], None],
+                 run: Callable[[Any, Any], int]) -> None: ...
+
+
 class RunView(Protocol):
     """What life-cycle hooks may read of a run, and the two things they may do to it.
 
@@ -155,6 +167,15 @@ def luopan_register_presets(register: RegisterPreset) -> None:
     """Register named presets: ``register(kind, name, fields)`` with kind ``"model"``, ``"dataset"`` or
     ``"run"``. ``fields`` are the same keys a run file's entry takes. Presets from ``registry.yaml`` and from
     plugins share one namespace per kind; a clash is an error naming both sources."""
+
+
+@hookspec
+def luopan_register_commands(register: RegisterCommand) -> None:
+    """Add subcommands to the ``luopan`` command line: ``register(name, help=..., configure=..., run=...)``.
+
+    Plugins are loaded only when the command line names a command that is not one of luopan's own, so a plugin's
+    command never slows down or breaks the built-in ones; a name that clashes with a built-in command or another
+    plugin's command is refused (the clash is reported by ``luopan plugins``)."""
 
 
 # ---------------------------------------------------------------- life cycle

@@ -145,6 +145,17 @@ class Component:
 
 
 @dataclass
+class Command:
+    """A subcommand a plugin adds to the ``luopan`` command line (:func:`luopan.hookspecs.luopan_register_commands`)."""
+
+    name: str
+    help: str
+    configure: Callable[[Any], None]
+    run: Callable[[Any, Any], int]  # run(args, registry) -> exit code
+    plugin: PluginInfo
+
+
+@dataclass
 class Preset:
     kind: str
     name: str
@@ -166,6 +177,7 @@ class Registry:
         self.plugins: list[PluginInfo] = []
         self.catalogue: dict[str, Any] = {}  # registry.yaml's plugin index
         self.conflicts: dict[tuple[str, str], tuple[Component, str]] = {}  # names registered twice
+        self.commands: dict[str, Command] = {}  # subcommands plugins add to the command line
         self.pm = pluggy.PluginManager(hookspecs.PROJECT)
         self.pm.add_hookspecs(hookspecs)
 
@@ -207,6 +219,24 @@ class Registry:
             )
         self.presets[kind][name] = Preset(kind, name, dict(fields), source)
 
+    def add_command(self, name: str, *, help: str, configure: Callable[[Any], None],
+                    run: Callable[[Any, Any], int], plugin: PluginInfo) -> None:
+        """Register a command-line subcommand; a name already taken (built in or by another plugin) is a conflict."""
+        from luopan.cli import BUILTIN_COMMANDS
+
+        if not isinstance(name, str) or not name or name.startswith("-"):
+            raise ValueError(f"plugin {plugin.name} ({plugin.distribution}) registered a command named {name!r}")
+        other = self.commands.get(name)
+        if name in BUILTIN_COMMANDS or other is not None:
+            owner = "luopan itself" if other is None else f"plugin '{other.plugin.name}' ({other.plugin.distribution})"
+            msg = (f"command '{name}' of plugin '{plugin.name}' ({plugin.distribution}) is already a command of "
+                   f"{owner}; it is not added")
+            if _strict():
+                raise DuplicateComponentError(msg + " [LUOPAN_STRICT_PLUGINS=1]")
+            self.conflicts[("command", name)] = (None, msg)  # type: ignore[assignment]
+            return
+        self.commands[name] = Command(name, help, configure, run, plugin)
+
     def register_plugin(self, module: ModuleType | object, info: PluginInfo) -> None:
         """Register one plugin object and call its registration hooks with a ``register`` bound to it."""
         self.pm.register(module, name=info.name)
@@ -222,6 +252,10 @@ class Registry:
                         kind, name, fields, f"plugin {_i.name} ({_i.distribution})"
                     )
                 )
+        for impl in self.pm.hook.luopan_register_commands.get_hookimpls():
+            if impl.plugin is module:
+                impl.function(register=lambda name, *, help, configure, run, _i=info: self.add_command(
+                    name, help=help, configure=configure, run=run, plugin=_i))
 
     def forget_plugin(self, module: object | None, info: PluginInfo) -> None:
         """Undo a plugin's partial registration after it failed; keep it listed as failed."""
@@ -229,6 +263,8 @@ class Registry:
             self.pm.unregister(module)
         for kind, name in info.components:
             self.components[kind].pop(name, None)
+        for name in [n for n, c in self.commands.items() if c.plugin is info]:
+            del self.commands[name]
         info.components.clear()
         if info not in self.plugins:
             self.plugins.append(info)

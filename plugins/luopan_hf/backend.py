@@ -152,6 +152,14 @@ class HFBackend(Backend):
             self.lm, requests, group_contexts=self.group_contexts, reuse_prefix=self.reuse_prefix
         )
 
+    def token_logprobs(self, texts: Sequence[str]) -> list[list[float]]:
+        """Optional API beside :meth:`loglikelihood`: the per-token log-probabilities of each text after the
+        model's start token (what membership signals such as Min-K% need). Not cached, not part of ``Backend``."""
+        self.load()
+        from luopan_hf.likelihood import token_logprobs
+
+        return token_logprobs(self.lm, texts)
+
     def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
         self.load()
         from luopan_hf.generation import generate_requests

@@ -334,6 +334,25 @@ def run_plain(
         results[i] = LoglikelihoodResult(float(lp), bool((logp.argmax(-1) == tgt).all().item()), n)
 
 
+@torch.inference_mode()
+def token_logprobs(lm: Any, texts: Sequence[str]) -> list[list[float]]:
+    """Each text's per-token log-probabilities, scored after the model's start token (one forward pass per text;
+    a text longer than ``max_length`` keeps its first tokens). For membership signals (Min-K%), not the hot path."""
+    out: list[list[float]] = []
+    for text in texts:
+        ctx, cont = encode_pair(lm, "", text)
+        cont = cont[: max(0, lm.max_length - len(ctx))]
+        if not cont:
+            out.append([])
+            continue
+        ids = torch.tensor([(ctx + cont)[:-1]], device=lm.device)
+        logits = lm.model(input_ids=ids).logits[0, len(ctx) - 1 :]
+        logp = torch.log_softmax(logits.float(), dim=-1)
+        tgt = torch.tensor(cont, device=logp.device)
+        out.append(logp.gather(-1, tgt[:, None])[:, 0].double().tolist())
+    return out
+
+
 # ---------------------------------------------------------------- entry point
 
 
