@@ -353,8 +353,9 @@ def test_membership_command_on_the_fake_backend(registry, tmp_path, capsys):
 # ---------------------------------------------------------------- the kernel's command hook
 
 
-def test_a_plugin_command_cannot_take_a_built_in_name():
+def test_a_plugin_command_cannot_take_a_built_in_name(monkeypatch):
     from luopan import hookimpl
+    from luopan.errors import DuplicateComponentError
 
     class Clash:
         @hookimpl
@@ -362,6 +363,10 @@ def test_a_plugin_command_cannot_take_a_built_in_name():
             register("run", help="x", configure=lambda p: None, run=lambda a, r: 0)
             register("mine", help="mine", configure=lambda p: p.add_argument("--flag"), run=lambda a, r: 7 if r is reg else 1)
 
+    monkeypatch.setenv("LUOPAN_STRICT_PLUGINS", "1")
+    with pytest.raises(DuplicateComponentError, match="command 'run' of plugin 'clash'"):
+        load_registry(entry_points=False).register_plugin(Clash(), PluginInfo("clash", "<test>", "", "Clash"))
+    monkeypatch.delenv("LUOPAN_STRICT_PLUGINS")
     reg = load_registry(entry_points=False)
     reg.register_plugin(Clash(), PluginInfo("clash", "<test>", "", "Clash"))
     assert set(reg.commands) == {"mine"} and ("command", "run") in reg.conflicts
