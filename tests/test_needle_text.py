@@ -106,3 +106,27 @@ def test_llm_judge_verdicts():
     assert [round(s.score, 3) for s in scored] == [0.667, 1.0, 0.0]
     assert scored[0].extra["keyphrase"] == pytest.approx(2 / 3) and scored[1].extra["keyphrase"] == 0.0
     assert "Reply with one number from 0 to 3" in judge.prompts[0] and "figs, prosciutto" in judge.prompts[0]
+
+
+def test_a_thinking_judge_is_read_after_its_thinking():
+    """The judge counts facts while it thinks; only the number in its final reply is its verdict."""
+    replies = ["<think>1 fact? maybe 3</think>\n2", "<think>counting: 1, 2, 3 ...", "<think>none</think>3"]
+    answers = [["Figs"], ["Prosciutto"], ["Goat cheese"]]
+    outs = [GenerationResult("figs, prosciutto")] * 3
+    scored = NeedleMatch(primary="judge", judge_backend=_Judge(replies)).score(
+        [_sample(answers)] * 3, outs, EvalContext("generate", "m", "d"))
+    assert [round(s.score, 3) for s in scored] == [0.667, 0.0, 1.0]  # the unfinished thought is no verdict
+
+
+def test_the_judge_rule_comes_from_the_spec_or_the_judge_preset():
+    from luopan_needle.evaluator import JudgeSpec
+
+    class Components:
+        def preset(self, kind, name):
+            return {"backend": "hf", "reasoning": {"end": "</reasoning>", "start": None}}
+
+    assert JudgeSpec(preset="r1").rule(Components()).end == "</reasoning>"
+    assert JudgeSpec(preset="r1", reasoning="none").rule(Components()) is None
+    assert JudgeSpec(backend="hf").rule(None).end == "</think>"
+    with pytest.raises(ValueError, match="reasoning"):
+        JudgeSpec(backend="hf", reasoning=3)

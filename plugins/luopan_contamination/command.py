@@ -150,10 +150,12 @@ def membership_of_run(cfg: Any, reg: Any, items: list[Any], opts: ContaminationO
     from luopan_contamination.membership import membership
 
     by: dict[str, list[str]] = {}
+    ids: dict[str, list[str]] = {}
     for it in items:
         texts = by.setdefault(it.benchmark, [])
         if len(texts) < opts.limit:
             texts.append(it.text)
+            ids.setdefault(it.benchmark, []).append(it.id)
     out = []
     for m in cfg.models:
         backend = reg.get("backend", m.backend).create(m.params)
@@ -166,6 +168,7 @@ def membership_of_run(cfg: Any, reg: Any, items: list[Any], opts: ContaminationO
             backend.load()
             for bench, texts in by.items():
                 res = membership(backend, texts, k=opts.k, shuffles=opts.shuffles, seed=opts.seed)
+                res["per_item"] = [{"id": item_id, **values} for item_id, values in zip(ids[bench], res["per_item"])]
                 out.append({"model": m.label, "benchmark": bench, **res})
         finally:
             backend.close()

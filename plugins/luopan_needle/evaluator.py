@@ -14,10 +14,11 @@ import re
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from luopan.components import Backend, Components, EvalContext, Evaluator
 from luopan.errors import ConfigError
+from luopan.reasoning import ReasoningRule, ReasoningSpec, spec_value
 from luopan.types import GenerationConfig, GenerationRequest, Sample, ScoredSample
 from luopan_needle.text import contains_key
 
@@ -36,6 +37,24 @@ class JudgeSpec(BaseModel):
     backend: str | None = None
     params: dict[str, Any] = Field(default_factory=dict)
     max_new_tokens: int = Field(default=8, ge=1)
+    #: where the judge's own thinking ends (luopan.reasoning): its verdict is read from the text after it;
+    #: default: the judge preset's rule, else ``</think>`` after ``<think>``; none/false: off
+    reasoning: ReasoningSpec | None = Field(default_factory=ReasoningSpec)
+
+    @field_validator("reasoning", mode="before")
+    @classmethod
+    def _reasoning(cls, v: Any) -> Any:
+        return spec_value(v)
+
+    def rule(self, components: Components | None = None) -> ReasoningRule | None:
+        """The judge's reasoning rule: this spec's when written, else its preset's, else the default."""
+        spec: Any = self.reasoning.model_dump() if self.reasoning is not None else None
+        if "reasoning" not in self.model_fields_set and self.preset and components is not None:
+            given = components.preset("model", self.preset).get("reasoning", ...)
+            if given is not ...:
+                value = spec_value(given)
+                spec = None if value is None else ReasoningSpec.model_validate(value).model_dump()
+        return ReasoningRule.of(spec)
 
     @model_validator(mode="after")
     def _one(self) -> JudgeSpec:
@@ -144,8 +163,12 @@ class NeedleMatch(Evaluator):
                                           config=GenerationConfig(max_new_tokens=max_new)))
             ks.append(len(answers))
         outs = self._judge.generate(reqs)
+        # the verdict is read from the judge's final reply, without its thinking (a reasoning judge's count of
+        # facts while it thinks is not its verdict)
+        rule = self.judge_spec.rule(ctx.components) if self.judge_spec else ReasoningRule()
         verdicts = []
         for o, k in zip(outs, ks):
-            m = re.search(r"\d+", o.text)
+            reply = rule.answer(o.text) if rule is not None else o.text
+            m = re.search(r"\d+", reply)
             verdicts.append(min(k, int(m.group())) / k if m and k else 0.0)
         return verdicts
