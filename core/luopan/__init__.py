@@ -46,7 +46,8 @@ _HOME: dict[str, str] = {
 }
 
 #: support modules whose own ``__all__`` is public too (``from luopan import models``)
-PUBLIC_MODULES = ("models", "tokenization", "prompts", "data", "backend_errors", "deps", "limits", "stats")
+PUBLIC_MODULES = ("models", "tokenization", "prompts", "data", "backend_errors", "deps", "limits", "stats",
+                  "reasoning")
 
 __all__ = ["__version__", "PUBLIC_MODULES", *_HOME]
 

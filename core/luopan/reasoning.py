@@ -34,6 +34,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from luopan.types import ConversationResult, GenerationResult
 
+__all__ = ["ReasoningSpec", "ReasoningRule", "spec_value", "rule_of", "answer_of", "answers_of", "DEFAULT_START",
+           "DEFAULT_END"]
+
 DEFAULT_START = "<think>"
 DEFAULT_END = "</think>"
 
