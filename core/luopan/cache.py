@@ -23,9 +23,31 @@ from pathlib import Path
 from typing import Any
 
 from luopan.errors import LuopanError
-from luopan.types import LoglikelihoodRequest, Request, Result, result_from_json
+from luopan.types import LoglikelihoodRequest, LoglikelihoodResult, Request, Result, result_from_json
 
 SCHEMA_VERSION = 2
+
+#: whether SQLite's json_each is there for bulk inserts (checked on first use), and the batch size from which
+#: they are used
+_BULK = True
+_BULK_MIN = 64
+
+
+def _utf8(value: str) -> str:
+    """A cached value's JSON text as valid UTF-8: a lone surrogate (only possible inside a JSON string) becomes
+    its JSON escape, which decodes back to the same text."""
+    try:
+        value.encode()
+        return value
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "backslashreplace").decode()
+
+
+def _json_items(values: bytes) -> list[str]:
+    """The elements of a JSON array, each as compact JSON text (what ``json_each`` stores for an array)."""
+    import orjson
+
+    return [orjson.dumps(v).decode() for v in orjson.loads(values)]
 
 
 def canonical_json(obj: Any) -> str:
@@ -194,23 +216,49 @@ class RequestCache:
             return
         from luopan.secrets import redact_text, secret_values
 
-        secrets = secret_values()
-        rows = [(k, v.to_json()) for k, v in items]
-        if secrets:
-            rows = [(k, redact_text(j, secrets)) for k, j in rows]
-        if not rows:
+        items = list(items)
+        if not items:
             return
         with self._lock:
+            if _BULK and len(items) >= _BULK_MIN and all(type(v) is LoglikelihoodResult for _, v in items):
+                # numbers only (nothing to redact): the whole batch as one JSON array of [logprob, greedy, tokens]
+                import orjson
+
+                values = orjson.dumps([[v.logprob, 1 if v.is_greedy else 0, v.n_tokens] for _, v in items])
+                if b"null" not in values:  # orjson writes NaN and infinities as null: to_json keeps them
+                    self._insert([], ([k for k, _ in items], values))
+                    return
+            secrets = secret_values()
+            rows = [(k, v.to_json()) for k, v in items]
+            if secrets:
+                rows = [(k, redact_text(j, secrets)) for k, j in rows]
             self._insert(rows)
 
-    def _insert(self, rows: list[tuple[bytes, str]]) -> None:
+    def _insert(self, rows: list[tuple[bytes, str]], packed: tuple[list[bytes], bytes] | None = None) -> None:
+        """One transaction: ``rows`` (key, value), or ``packed`` (the keys, and their values as one JSON array)."""
         db = self._db
         if db is None:
             return
         try:
             db.execute("BEGIN IMMEDIATE")
             try:
-                db.executemany("INSERT OR REPLACE INTO responses VALUES (?, ?)", rows)
+                if packed is not None:
+                    if not self._insert_bulk(db, *packed):
+                        db.executemany("INSERT OR REPLACE INTO responses VALUES (?, ?)",
+                                       zip(packed[0], _json_items(packed[1])))
+                else:
+                    import orjson
+
+                    try:
+                        values = orjson.dumps([v for _, v in rows]) if len(rows) >= _BULK_MIN else None
+                    except (TypeError, orjson.JSONEncodeError):  # e.g. a lone surrogate: executemany says what
+                        values = None
+                    if values is None or not self._insert_bulk(db, [k for k, _ in rows], values):
+                        try:
+                            db.executemany("INSERT OR REPLACE INTO responses VALUES (?, ?)", rows)
+                        except UnicodeEncodeError:  # a lone surrogate in a text (a JSON "\ud800" from an API)
+                            db.executemany("INSERT OR REPLACE INTO responses VALUES (?, ?)",
+                                           [(k, _utf8(v)) for k, v in rows])
                 db.execute("COMMIT")
             except BaseException:
                 try:
@@ -220,6 +268,25 @@ class RequestCache:
                 raise
         except sqlite3.Error as exc:
             raise CacheError(f"{self.path}: cannot write to the request cache: {_cause(exc)}") from None
+
+    def _insert_bulk(self, db: sqlite3.Connection, keys: list[bytes], values: bytes) -> bool:
+        """Insert many rows in one statement: the keys as one blob, the values as one JSON array that SQLite's
+        ``json_each`` unpacks (a string element as its text, an array element as its JSON text), so that no
+        Python code runs per row (``executemany`` binds and steps each row from Python: slower by half). False,
+        having written nothing, where that does not apply (a key that is not a sha256 digest, a batch too big for
+        one value, an SQLite without ``json_each``)."""
+        global _BULK
+        if not _BULK or len(values) > 1 << 28 or any(len(k) != 32 for k in keys):
+            return False
+        try:
+            db.execute("INSERT OR REPLACE INTO responses SELECT substr(?1, j.key * 32 + 1, 32), j.value "
+                       "FROM json_each(?2) AS j", (b"".join(keys), values))
+        except sqlite3.OperationalError as exc:
+            if "no such" not in str(exc):  # a full disk, a lock: the caller's error
+                raise
+            _BULK = False  # an SQLite built without JSON functions
+            return False
+        return True
 
     def merge(self, other: str | Path) -> int:
         """Copy every entry of another request cache (a worker's, a job array task's) that this one lacks;
