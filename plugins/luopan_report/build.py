@@ -431,8 +431,23 @@ def collect(out: Path) -> dict[str, Any]:
 def _env() -> Any:
     import jinja2
 
+    class QuietCache(jinja2.FileSystemBytecodeCache):
+        """Jinja's per-user cache of compiled templates (in the temporary folder, made 0700 and checked to be
+        the user's own): compiling the page's template is a twentieth of a fast run. A cache that cannot be
+        written only means compiling again next time."""
+
+        def dump_bytecode(self, bucket: Any) -> None:
+            try:
+                super().dump_bytecode(bucket)
+            except OSError:
+                pass
+
+    try:
+        cache: Any = QuietCache()
+    except (OSError, RuntimeError):  # no usable temporary folder: compile every time
+        cache = None
     return jinja2.Environment(loader=jinja2.FileSystemLoader(str(HERE)), autoescape=True,
-                              trim_blocks=True, lstrip_blocks=True)
+                              trim_blocks=True, lstrip_blocks=True, bytecode_cache=cache)
 
 
 def write_report(out: Path | str) -> Path:
