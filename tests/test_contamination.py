@@ -393,3 +393,34 @@ def test_hf_token_logprobs_add_up_to_the_loglikelihood():
         assert m["min_k"] is not None and m["min_k"] < 0
     finally:
         b.close()
+
+
+def test_a_copy_re_spaced_around_glued_punctuation_is_found():
+    """lm-eval's rule deletes punctuation, so "rabbit,because" is one word and "rabbit ,because" two: a copy
+    re-spaced around punctuation glued between words shares no 13-gram with the item. The re-spaced reading of
+    the item finds it; lm-eval's rule alone (spacing_variants=False) does not."""
+    text = ("The farmer kept one rabbit,because the other 1,000 animals in the barn were sheep,cows and a very old "
+            "horse,which nobody rode any more,not even on Sundays.")
+    item = Item("b", "s", "0", text)
+    other = Item("b", "s", "1", "a completely different question about the weather on the coast of a faraway "
+                                "island in the month of May this year")
+    copy = "noise words here " + text.replace(",", " ,").upper() + " and more noise words after it"
+    found = Detector([item, other]).results(Detector([item, other]).scan([copy]))
+    assert [r.contaminated for r in found] == [True, False] and found[0].ratio == 1.0
+    plain = Detector([item, other], spacing_variants=False)
+    assert [r.contaminated for r in plain.results(plain.scan([copy]))] == [False, False]
+    exact = Detector([item, other])  # the verbatim copy still matches on the item's own reading
+    assert exact.results(exact.scan(["x " + text + " y"]))[0].ratio == 1.0
+    # several marks glued (decimal points and commas): a copy that re-spaced only its commas
+    svg = Item("b", "s", "2", 'Q: This SVG path element <path d="M 26.95,11.95 A 8.30,8.30 322.18 1,0 13.83,22.13 '
+                              'A 8.30,8.30 322.18 1,0 26.95,11.95"/> draws a')
+    det = Detector([svg, other])
+    assert det.results(det.scan([svg.text.replace(",", " ,")]))[0].contaminated
+
+
+def test_respaced_readings():
+    from luopan_contamination.detect import respaced
+
+    assert respaced("plain text, spaced. Nothing glued") == []
+    assert respaced("rabbit,because") == ["rabbit , because"]
+    assert respaced("26.95,11.95") == ["26 . 95 , 11 . 95", "26.95 , 11.95", "26 . 95,11 . 95"]

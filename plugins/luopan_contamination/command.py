@@ -28,6 +28,8 @@ class ContaminationOptions(BaseModel):
     max_shared: int = Field(default=1, ge=1)
     #: an item is contaminated when more than this fraction of its n-grams is found (0: any one, lm-eval's rule)
     threshold: float = Field(default=0.0, ge=0.0, lt=1.0)
+    #: also read an item with punctuation glued between words ("rabbit,because") as if it stood apart
+    spacing_variants: bool = True
     index: str | None = None
     save_index: str | None = None
     membership: bool = False
@@ -51,6 +53,9 @@ def configure(p: argparse.ArgumentParser) -> None:
                         "(default 1: only n-grams of a single item count)")
     p.add_argument("--threshold", type=float, default=0.0,
                    help="flag an item when more than this fraction of its n-grams is in the corpus (default 0: any)")
+    p.add_argument("--no-spacing-variants", dest="spacing_variants", action="store_false",
+                   help="lm-eval's rule alone: do not also read items whose punctuation is glued between two words "
+                        "(rabbit,because) as if it stood apart (a copy re-spaced as rabbit , because)")
     p.add_argument("--index", metavar="FILE.npy", help="a corpus index saved by --save-index, instead of --corpus")
     p.add_argument("--save-index", metavar="FILE.npy",
                    help="also save every distinct corpus n-gram (8 bytes each) for later checks with --index")
@@ -95,8 +100,10 @@ def run(args: argparse.Namespace, reg: Any) -> int:
     from luopan_contamination.detect import Detector, peak_rss_mb
     from luopan_contamination.ngrams import NgramSet
 
-    det = Detector(items, n=opts.n, max_shared=opts.max_shared, threshold=opts.threshold)
+    det = Detector(items, n=opts.n, max_shared=opts.max_shared, threshold=opts.threshold,
+                   spacing_variants=opts.spacing_variants)
     stats: dict[str, Any] = {"n": opts.n, "max_shared": opts.max_shared, "threshold": opts.threshold,
+                             "spacing_variants": opts.spacing_variants,
                              "corpus": [str(p) for p in corpus], "index": opts.index, "items": len(items),
                              "item_ngrams": int(len(det.keys))}
     results: list[Any] = []

@@ -18,6 +18,7 @@ passage count for each of them.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -28,7 +29,11 @@ import numpy as np
 from luopan.types import Sample
 from luopan_contamination.ngrams import N, NgramSet, ngram_hashes, token_hashes, tokens
 
-__all__ = ["Item", "ItemResult", "BenchmarkResult", "Detector", "check", "item_text", "items_from_samples", "peak_rss_mb"]
+#: punctuation glued between two letters or digits, with no space on either side
+_GLUED = re.compile(r"(?<=[^\W_])([^\w\s]+)(?=[^\W_])")
+
+__all__ = ["Item", "ItemResult", "BenchmarkResult", "Detector", "check", "item_text", "items_from_samples", "peak_rss_mb",
+           "respaced"]
 
 
 @dataclass(slots=True)
@@ -99,27 +104,56 @@ def items_from_samples(benchmark: str, samples: Iterable[Sample]) -> list[Item]:
     return [Item(benchmark, s.subset, s.id, item_text(s), question_key(s)) for s in samples]
 
 
+def respaced(text: str) -> list[str]:
+    """``text`` read with the punctuation glued between two words set apart: all of it, and, where several marks
+    are glued, each mark alone (a copy may re-space its commas and keep ``26.95`` whole). Empty when nothing is
+    glued."""
+    marks = sorted({m.group(1) for m in _GLUED.finditer(text)})
+    if not marks:
+        return []
+    out = [_GLUED.sub(r" \1 ", text)]
+    if len(marks) > 1:
+        for mark in marks[:8]:
+            out.append(re.sub(rf"(?<=[^\W_])({re.escape(mark)})(?=[^\W_])", r" \1 ", text))
+    return out
+
+
 class Detector:
     """The items' n-grams, ready to be looked up in a corpus (:meth:`scan`) or a prebuilt corpus index
     (:meth:`results` with an :class:`NgramSet` of the whole corpus)."""
 
-    def __init__(self, items: Sequence[Item], *, n: int = N, max_shared: int = 1, threshold: float = 0.0) -> None:
+    def __init__(self, items: Sequence[Item], *, n: int = N, max_shared: int = 1, threshold: float = 0.0,
+                 spacing_variants: bool = True) -> None:
         if n < 1:
             raise ValueError("n must be at least 1")
         self.items = list(items)
         self.n = n
         self.threshold = threshold
         self.max_shared = max_shared
+        self.spacing_variants = spacing_variants
         raw = [np.unique(ngram_hashes(token_hashes(tokens(it.text)), n)) for it in self.items]
+        # an item with punctuation glued between two words ("rabbit,because", "1,000") is also checked as if
+        # the punctuation stood apart: a copy re-spaced around it ("rabbit , because") has other words under
+        # lm-eval's rule (which deletes punctuation and joins what it glued)
+        alt: list[list[np.ndarray]] = [[] for _ in self.items]
+        if spacing_variants:
+            for i, it in enumerate(self.items):
+                for spaced in respaced(it.text):
+                    a = np.unique(ngram_hashes(token_hashes(tokens(spaced)), n))
+                    if len(a) and not np.array_equal(a, raw[i]):
+                        alt[i].append(a)
         self.boilerplate: dict[str, int] = {}
         by_bench: dict[str, list[int]] = {}
         for i, it in enumerate(self.items):
             by_bench.setdefault(it.benchmark, []).append(i)
         self.hashes: list[np.ndarray] = list(raw)
+        self.alt: list[list[np.ndarray]] = [list(a) for a in alt]
         for bench, idx in by_bench.items():
             questions: dict[str, list[np.ndarray]] = {}
             for i in idx:
-                questions.setdefault(self.items[i].question or self.items[i].id, []).append(raw[i])
+                hs = questions.setdefault(self.items[i].question or self.items[i].id, [])
+                hs.append(raw[i])
+                hs.extend(alt[i])
             per_q = [np.unique(np.concatenate(hs)) if len(hs) > 1 else hs[0] for hs in questions.values()]
             allh = np.concatenate(per_q) if per_q else np.empty(0, dtype=np.uint64)
             uniq, counts = np.unique(allh, return_counts=True)
@@ -128,8 +162,12 @@ class Detector:
             if len(common):
                 for i in idx:
                     self.hashes[i] = raw[i][~np.isin(raw[i], common, assume_unique=True)]
+                    self.alt[i] = [a[~np.isin(a, common, assume_unique=True)] for a in alt[i]]
+        # checked: the item's own reading has n-grams (a verbatim copy can be found); the re-spaced reading of an
+        # item too short for its own can still flag a re-spaced copy, but is no check of a verbatim one
         self.short = [len(h) == 0 for h in self.hashes]
-        self.keys = np.unique(np.concatenate(self.hashes)) if self.hashes else np.empty(0, dtype=np.uint64)
+        parts = self.hashes + [a for alts in self.alt for a in alts]
+        self.keys = np.unique(np.concatenate(parts)) if parts else np.empty(0, dtype=np.uint64)
 
     def scan(self, texts: Iterable[str]) -> NgramSet:
         """Read the corpus once; keep the items' n-grams it holds (memory: the items' n-grams, not the corpus's)."""
@@ -137,11 +175,17 @@ class Detector:
 
     def results(self, found: NgramSet) -> list[ItemResult]:
         out = []
-        for it, h, short in zip(self.items, self.hashes, self.short):
+        for it, h, alts, short in zip(self.items, self.hashes, self.alt, self.short):
+            total = len(h)
             matched = int(found.contains(h).sum()) if len(h) else 0
             ratio = matched / len(h) if len(h) else 0.0
+            for a in alts:  # a re-spaced reading, where it matches more of the item
+                if len(a):
+                    m = int(found.contains(a).sum())
+                    if m / len(a) > ratio:
+                        total, matched, ratio = len(a), m, m / len(a)
             hit = matched > 0 and ratio > self.threshold
-            out.append(ItemResult(it.benchmark, it.subset, it.id, len(h), matched, ratio, hit, not short))
+            out.append(ItemResult(it.benchmark, it.subset, it.id, total, matched, ratio, hit, not short))
         return out
 
     def summarize(self, results: Sequence[ItemResult]) -> list[BenchmarkResult]:
@@ -175,10 +219,11 @@ def peak_rss_mb() -> float:
 
 
 def check(items: Sequence[Item], texts: Iterable[str], *, n: int = N, max_shared: int = 1,
-          threshold: float = 0.0) -> tuple[list[ItemResult], list[BenchmarkResult], dict[str, Any]]:
+          threshold: float = 0.0, spacing_variants: bool = True,
+          ) -> tuple[list[ItemResult], list[BenchmarkResult], dict[str, Any]]:
     """Items against a corpus in one pass: per-item results, per-benchmark results, and the scan's figures."""
     t0 = time.perf_counter()
-    det = Detector(items, n=n, max_shared=max_shared, threshold=threshold)
+    det = Detector(items, n=n, max_shared=max_shared, threshold=threshold, spacing_variants=spacing_variants)
     t1 = time.perf_counter()
     found = det.scan(texts)
     t2 = time.perf_counter()
