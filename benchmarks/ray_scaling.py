@@ -6,9 +6,10 @@
    - local runner at the default threads (what a user gets without Ray).
    Scores are compared (the two 1-thread runs must be identical).
 2. Overhead: the fake CMMLU run (11,582 questions, 46,328 requests) through the ray runner (2 replicas) against
-   the local runner: with a private instance started by the run, and joining a running cluster (``--address``).
+   the local runner: with a private instance started by the run, and joining a running cluster (``--address``);
+   median of ``--repeats`` cold runs of each.
 
-Usage: python benchmarks/ray_scaling.py [--questions 400] [--skip-model] [--skip-overhead]
+Usage: python benchmarks/ray_scaling.py [--questions 400] [--skip-model] [--skip-overhead] [--repeats 3]
   $LUOPAN_DATA  the data folder (default ../shared/datasets beside the repository)
 """
 
@@ -18,6 +19,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -67,6 +69,7 @@ def main() -> None:
     ap.add_argument("--questions", type=int, default=400)
     ap.add_argument("--skip-model", action="store_true")
     ap.add_argument("--skip-overhead", action="store_true")
+    ap.add_argument("--repeats", type=int, default=3, help="overhead runs of each kind (medians reported)")
     args = ap.parse_args()
     os.environ.setdefault("LUOPAN_DATA", str(data_dir()))
     work = Path(tempfile.mkdtemp(prefix="luopan-ray-"))
@@ -99,20 +102,28 @@ def main() -> None:
         print(json.dumps(report["model"], indent=2), flush=True)
     if not args.skip_overhead:
         fake = {"models": [{"preset": "fake", "resources": {"replicas": 2}}], "datasets": [{"preset": "cmmlu"}]}
-        t_local, _ = run(fake, work, "fake_local")
-        t_private, _ = run({**fake, "run": {"runner": "ray"}}, work, "fake_ray_private")
+        local, private, joined = [], [], []
+        for r in range(args.repeats):  # interleaved; each run has a fresh cache (cold)
+            local.append(run(fake, work, f"fake_local_{r}")[0])
+            private.append(run({**fake, "run": {"runner": "ray"}}, work, f"fake_ray_private_{r}")[0])
         head = subprocess.run(["ray", "start", "--head", "--port=6390", "--num-cpus=2", "--include-dashboard=false"],
                               capture_output=True, text=True)
         if head.returncode != 0:
             sys.exit(f"ray start failed: {head.stderr[-2000:]}")
         try:
-            t_joined, _ = run({**fake, "run": {"runner": "ray"}}, work, "fake_ray_joined", "--address", "auto")
+            for r in range(args.repeats):
+                joined.append(run({**fake, "run": {"runner": "ray"}}, work, f"fake_ray_joined_{r}",
+                                  "--address", "auto")[0])
         finally:
             subprocess.run(["ray", "stop"], capture_output=True)
-        report["overhead"] = {"fake_local_s": round(t_local, 2), "fake_ray_private_s": round(t_private, 2),
-                              "fake_ray_joined_s": round(t_joined, 2),
+        t_local, t_private, t_joined = (statistics.median(x) for x in (local, private, joined))
+        report["overhead"] = {"repeats": args.repeats, "fake_local_s": round(t_local, 2),
+                              "fake_ray_private_s": round(t_private, 2), "fake_ray_joined_s": round(t_joined, 2),
                               "extra_private_s": round(t_private - t_local, 2),
-                              "extra_joined_s": round(t_joined - t_local, 2)}
+                              "extra_joined_s": round(t_joined - t_local, 2),
+                              "runs": {"local": [round(x, 2) for x in local],
+                                       "private": [round(x, 2) for x in private],
+                                       "joined": [round(x, 2) for x in joined]}}
         print(json.dumps(report["overhead"], indent=2), flush=True)
     shutil.rmtree(work, ignore_errors=True)
 

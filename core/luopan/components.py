@@ -67,6 +67,10 @@ class Backend(Component):
     capabilities: frozenset[str] = frozenset({"loglikelihood", "generate"})
     #: how many requests the kernel hands over per call (each call's results are cached before the next)
     chunk_size: int = 256
+    #: whether every copy of this backend in a run must share state through :mod:`luopan.limits` (an API's
+    #: rate-limit schedule and its Retry-After pauses): a runner that spreads a model over several processes
+    #: installs a shared state in each of them only when this is true
+    shares_state: bool = False
     #: price per million tokens (``{"prompt": 0.5, "completion": 1.5, "currency": "USD"}``) for the cost line
     price: dict[str, Any] | None = None
     #: the kernel sets this before requests are sent: ``status("retrying 2 requests: connection refused to

@@ -209,6 +209,9 @@ class OpenAIBackend(Backend):
 
         return preflight(params)
 
+    #: the limiter's schedule and Retry-After pauses hold for every replica of the run (luopan.limits)
+    shares_state = True
+
     def __init__(self, **params: Any) -> None:
         self.p = OpenAIParams(**params)
         self.chunk_size = self.p.chunk_size

@@ -75,6 +75,7 @@ class RayRunner(Runner):
         self.host: Any = None
         self.pools: dict[str, ReplicaPool] = {}
         self._started_ray = False
+        self._node: Any = None  # the private Ray instance this run started, if any
         self._connect_lock = threading.Lock()
         self._schedule: Any = None
         self._lane = threading.local()  # the unit each lane thread is executing (for the log)
@@ -99,15 +100,21 @@ class RayRunner(Runner):
     def _init(self, ray: Any) -> None:
         kwargs: dict[str, Any] = {"namespace": self.namespace, "log_to_driver": False,
                                   "configure_logging": False}
-        if self.address:
-            kwargs["address"] = self.address
-        else:  # "local": always a new instance, never a cluster `ray start` left running on this machine
-            kwargs.update(address="local", include_dashboard=False, num_cpus=self.num_cpus, num_gpus=self.num_gpus)
         if self.host is not None:
             self.host.status("starting Ray" if not self.address else f"joining Ray at {self.address}")
         try:
+            if self.address:
+                kwargs["address"] = self.address
+            else:  # always a new instance, never a cluster `ray start` left running on this machine
+                self._node = _private_node(self.num_cpus, self.num_gpus)
+                if self._node is not None:
+                    kwargs["address"] = self._node.address
+                else:
+                    kwargs.update(address="local", include_dashboard=False, num_cpus=self.num_cpus,
+                                  num_gpus=self.num_gpus)
             ray.init(**kwargs)
         except (ConnectionError, RuntimeError, ValueError) as exc:
+            self._stop_node()
             where = self.address or "a private instance"
             raise LuopanError(f"ray runner: cannot connect to {where}: {str(exc).splitlines()[0]}") from None
         self._started_ray = True
@@ -116,6 +123,11 @@ class RayRunner(Runner):
             res = ray.cluster_resources()
             self.host.log("ray_connected", address=self.address or "private", nodes=len(ray.nodes()),
                           cpus=res.get("CPU", 0), gpus=res.get("GPU", 0))
+
+    def _stop_node(self) -> None:
+        node, self._node = self._node, None
+        if node is not None:
+            node.kill_all_processes(check_alive=False, allow_graceful=True, wait=True)
 
     def schedule(self) -> Any:
         """The run's :class:`Schedule` actor (started once, on first use)."""
@@ -150,6 +162,7 @@ class RayRunner(Runner):
 
             ray.shutdown()
             self._started_ray = False
+        self._stop_node()
 
     # ------------------------------------------------------------ running
     def run(self, units: Sequence[Any], execute: Callable[[Any], UnitResult]) -> list[UnitResult]:
@@ -193,6 +206,24 @@ class RayRunner(Runner):
             for u in us:
                 lines.append(f"    {u.id}: {len(u.keys) - u.cached} to send of {len(u.keys)}")
         return lines
+
+
+def _private_node(num_cpus: float | None, num_gpus: float | None) -> Any:
+    """Start a private Ray instance the way ``ray.init()`` does, without the two processes a run of its own
+    never uses: the autoscaler's monitor (this instance never scales) and the log monitor (worker output is not
+    forwarded to the driver). On two cores they cost a second of CPU at start and the monitor a second at
+    shutdown (it exits only after a GCS time-out). ``None`` if this Ray's internals differ: ``ray.init`` then
+    starts the instance with its defaults."""
+    try:
+        from ray._private.node import Node
+        from ray._private.parameter import RayParams
+
+        params = RayParams(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, no_monitor=True,
+                           include_log_monitor=False)
+    except (ImportError, TypeError):
+        return None
+    # as ray.init does: killed with the driver (a reaper and the kernel's parent-death signal), stopped by close
+    return Node(ray_params=params, head=True, shutdown_at_exit=False, spawn_reaper=True)
 
 
 class Schedule:
@@ -295,7 +326,8 @@ class ReplicaPool(Backend):
             host = self.runner.host
             if host is not None:
                 host.status(f"{self.model.label}: starting {res['replicas']} replica(s) on Ray")
-            schedule = self.runner.schedule()
+            # the run-wide schedule actor only for a backend that uses it: it is one more process to start
+            schedule = self.runner.schedule() if self.local.shares_state else None
             actors = [actor.remote(self.model.backend, self.model.params, self.model.kind, schedule)
                       for _ in range(res["replicas"])]
             try:
