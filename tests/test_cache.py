@@ -73,3 +73,39 @@ def test_a_batch_is_one_transaction_on_both_paths(tmp_path, monkeypatch):
         with pytest.raises(cache_mod.CacheError, match="disk on fire"):
             c.put_many(zip(keys, LIKELIHOODS))
         assert len(c) == 10
+
+
+def test_a_background_batch_is_seen_by_the_next_lookup_and_by_another_connection(tmp_path):
+    path = tmp_path / "c.sqlite"
+    c = RequestCache(path)
+    results = LIKELIHOODS * 2
+    keys = [_key(i) for i in range(len(results))]
+    c.put_many(zip(keys[:100], results[:100]), background=True)
+    c.put_many(zip(keys[100:], results[100:]), background=True)
+    assert c.get_many(keys) == dict(zip(keys, results))  # a lookup waits for the writer first
+    assert len(_stored(path)) == len(results)  # committed: another process sees every row
+    c.close()
+
+
+def test_a_failed_background_batch_raises_once_at_flush_and_keeps_the_others(tmp_path, monkeypatch):
+    path = tmp_path / "c.sqlite"
+    c = RequestCache(path)
+    results = LIKELIHOODS * 2  # three batches of at least _BULK_MIN: the background path
+    keys = [_key(i) for i in range(len(results))]
+    real = RequestCache._insert
+    calls = []
+
+    def second_fails(self, rows, packed=None):
+        calls.append(1)
+        if len(calls) == 2:
+            raise cache_mod.CacheError(f"{self.path}: cannot write to the request cache: disk I/O error")
+        return real(self, rows, packed)
+
+    monkeypatch.setattr(RequestCache, "_insert", second_fails)
+    for part in (slice(0, 68), slice(68, 136), slice(136, None)):
+        c.put_many(zip(keys[part], results[part]), background=True)
+    with pytest.raises(cache_mod.CacheError, match="c.sqlite: cannot write to the request cache"):
+        c.flush()
+    c.flush()  # reported once
+    assert set(_stored(path)) == set(keys[:68]) | set(keys[136:])  # the batches before and after are kept
+    c.close()

@@ -120,6 +120,10 @@ class RequestCache:
         self._lock = threading.RLock()
         #: entries found but unusable (they did not decode as the expected result): asked again
         self.invalid = 0
+        #: transactions handed to the writer thread (``put_many(..., background=True)``), not yet waited for
+        self._pending: list[Any] = []
+        self._writer: Any = None
+        self._pending_lock = threading.Lock()
         if self.path is None:
             return
         p = self.path
@@ -183,6 +187,7 @@ class RequestCache:
             return {}
         found: dict[bytes, Result] = {}
         unique = list(dict.fromkeys(keys))
+        self.flush()
         with self._lock:
             self._lookup(unique, found)
         if expect is not None:
@@ -211,7 +216,11 @@ class RequestCache:
             raise CacheError(f"{self.path}: cannot read the request cache: {_cause(exc)}; move it aside "
                              f"(mv {self.path} {self.path}.bad) and rerun: every request will be asked again") from None
 
-    def put_many(self, items: Iterable[tuple[bytes, Result]]) -> None:
+    def put_many(self, items: Iterable[tuple[bytes, Result]], *, background: bool = False) -> None:
+        """Store ``items`` in one transaction. ``background``: a batch of log-likelihoods (numbers only, one SQLite
+        statement that runs without Python's lock) is written by the cache's writer thread while the caller goes
+        on; :meth:`flush` waits for it and raises its error. Lookups, :meth:`merge` and :meth:`close` flush
+        first, so no reader misses a write."""
         if self._db is None:
             return
         from luopan.secrets import redact_text, secret_values
@@ -219,20 +228,47 @@ class RequestCache:
         items = list(items)
         if not items:
             return
-        with self._lock:
-            if _BULK and len(items) >= _BULK_MIN and all(type(v) is LoglikelihoodResult for _, v in items):
-                # numbers only (nothing to redact): the whole batch as one JSON array of [logprob, greedy, tokens]
-                import orjson
+        if _BULK and len(items) >= _BULK_MIN and all(type(v) is LoglikelihoodResult for _, v in items):
+            # numbers only (nothing to redact): the whole batch as one JSON array of [logprob, greedy, tokens]
+            import orjson
 
-                values = orjson.dumps([[v.logprob, 1 if v.is_greedy else 0, v.n_tokens] for _, v in items])
-                if b"null" not in values:  # orjson writes NaN and infinities as null: to_json keeps them
-                    self._insert([], ([k for k, _ in items], values))
+            values = orjson.dumps([[v.logprob, 1 if v.is_greedy else 0, v.n_tokens] for _, v in items])
+            if b"null" not in values:  # orjson writes NaN and infinities as null: to_json keeps them
+                packed = ([k for k, _ in items], values)
+                if background:
+                    with self._pending_lock:
+                        if self._writer is None:
+                            from concurrent.futures import ThreadPoolExecutor
+
+                            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="luopan-cache")
+                        self._pending.append(self._writer.submit(self._locked_insert, packed))
                     return
+                self.flush()
+                self._locked_insert(packed)
+                return
+        self.flush()
+        with self._lock:
             secrets = secret_values()
             rows = [(k, v.to_json()) for k, v in items]
             if secrets:
                 rows = [(k, redact_text(j, secrets)) for k, j in rows]
             self._insert(rows)
+
+    def flush(self) -> None:
+        """Wait for the writer thread's transactions; raise the first one's error (each failed alone)."""
+        with self._pending_lock:
+            pending, self._pending = self._pending, []
+        error: BaseException | None = None
+        for f in pending:
+            exc = f.exception()
+            if exc is not None and error is None:
+                error = exc
+        if error is not None:
+            raise error
+
+    def _locked_insert(self, packed: tuple[list[bytes], bytes]) -> None:
+        with self._lock:
+            self._insert([], packed)
 
     def _insert(self, rows: list[tuple[bytes, str]], packed: tuple[list[bytes], bytes] | None = None) -> None:
         """One transaction: ``rows`` (key, value), or ``packed`` (the keys, and their values as one JSON array)."""
@@ -293,6 +329,7 @@ class RequestCache:
         returns how many were new. Entries are copied as stored, in one transaction."""
         if self._db is None:
             return 0
+        self.flush()
         src = Path(other)
         if not src.is_file():
             raise CacheError(f"{src}: no such request cache to merge")
@@ -314,16 +351,23 @@ class RequestCache:
                 raise CacheError(f"{src}: cannot merge it into the request cache {self.path}: {_cause(exc)}") from None
 
     def __len__(self) -> int:
+        self.flush()
         with self._lock:
             if self._db is None:
                 return 0
             return self._db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
 
     def close(self) -> None:
-        with self._lock:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
+        try:
+            self.flush()
+        finally:
+            if self._writer is not None:
+                self._writer.shutdown(wait=True)
+                self._writer = None
+            with self._lock:
+                if self._db is not None:
+                    self._db.close()
+                    self._db = None
 
 
 def _bad() -> Any:
