@@ -96,7 +96,10 @@ class RunContext:
                  requests=len(unit.requests), cached=unit.cached)
         try:
             with data_scope(self.data_dirs):
-                result = self._run_unit(unit, started)
+                try:
+                    result = self._run_unit(unit, started)
+                finally:  # the unit's answers are committed (the cache's writer thread) before it is reported
+                    self.cache.flush()
         except (OutputError, CacheError):
             raise
         except Exception as exc:

@@ -145,7 +145,7 @@ class RequestResolver:
 
         def flush() -> None:
             nonlocal buf, n_done, last
-            if buf:  # written by the cache's writer thread while the backend answers on: waited for below
+            if buf:  # written by the cache's writer thread while the work goes on; the unit waits for it at its end
                 self.cache.put_many(buf, background=True)
             self.progress.advance(task, n_done, usage=usage_of([o for _, o in buf]))
             buf, n_done, last = [], 0, time.monotonic()
@@ -165,7 +165,6 @@ class RequestResolver:
                     flush()
         finally:
             flush()  # an exception or an interruption keeps every answer received so far
-            self.cache.flush()
         unanswered = [i for i in missing if out[i] is None and i not in failed]
         if unanswered:
             raise RuntimeError(f"backend left {len(unanswered)} of {len(missing)} requests unanswered")
