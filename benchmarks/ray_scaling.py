@@ -7,7 +7,8 @@
    Scores are compared (the two 1-thread runs must be identical).
 2. Overhead: the fake CMMLU run (11,582 questions, 46,328 requests) through the ray runner (2 replicas) against
    the local runner: with a private instance started by the run, and joining a running cluster (``--address``);
-   median of ``--repeats`` cold runs of each.
+   median of ``--repeats`` cold runs of each; and Ray alone (a private instance started and stopped as the runner
+   does, two empty actors), the floor under the private-instance figure.
 
 Usage: python benchmarks/ray_scaling.py [--questions 400] [--skip-model] [--skip-overhead] [--repeats 3]
   $LUOPAN_DATA  the data folder (default ../shared/datasets beside the repository)
@@ -64,6 +65,42 @@ def unit_seconds(out: Path) -> float:
     return (end - start).total_seconds()
 
 
+# Ray alone, as the runner starts a private instance, with two empty actors: the floor under the ray runner's
+# overhead on this machine (no luopan code runs in it but the function that starts the instance)
+RAY_ALONE = """
+import json, time
+t0 = time.perf_counter()
+import ray
+from luopan_ray.runner import _private_node
+t1 = time.perf_counter()
+node = _private_node(None, None)
+t2 = time.perf_counter()
+ray.init(address=node.address, log_to_driver=False, configure_logging=False)
+t3 = time.perf_counter()
+
+@ray.remote(num_cpus=1)
+class A:
+    def f(self):
+        return 1
+
+actors = [A.remote() for _ in range(2)]
+ray.get([a.f.remote() for a in actors])
+t4 = time.perf_counter()
+ray.shutdown()
+node.kill_all_processes(check_alive=False, allow_graceful=True, wait=True)
+t5 = time.perf_counter()
+print(json.dumps({"import": t1 - t0, "start": t2 - t1, "connect": t3 - t2, "two_actors": t4 - t3,
+                  "stop": t5 - t4}))
+"""
+
+
+def ray_alone() -> dict:
+    t0 = time.perf_counter()
+    r = subprocess.run([sys.executable, "-c", RAY_ALONE], capture_output=True, text=True, check=True)
+    phases = json.loads(r.stdout.strip().splitlines()[-1])
+    return {"wall_s": round(time.perf_counter() - t0, 2), **{k: round(v, 2) for k, v in phases.items()}}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=EPILOG)
     ap.add_argument("--questions", type=int, default=400)
@@ -106,6 +143,7 @@ def main() -> None:
         for r in range(args.repeats):  # interleaved; each run has a fresh cache (cold)
             local.append(run(fake, work, f"fake_local_{r}")[0])
             private.append(run({**fake, "run": {"runner": "ray"}}, work, f"fake_ray_private_{r}")[0])
+        alone = [ray_alone() for _ in range(args.repeats)]
         head = subprocess.run(["ray", "start", "--head", "--port=6390", "--num-cpus=2", "--include-dashboard=false"],
                               capture_output=True, text=True)
         if head.returncode != 0:
@@ -121,6 +159,7 @@ def main() -> None:
                               "fake_ray_private_s": round(t_private, 2), "fake_ray_joined_s": round(t_joined, 2),
                               "extra_private_s": round(t_private - t_local, 2),
                               "extra_joined_s": round(t_joined - t_local, 2),
+                              "ray_alone_s": statistics.median(a["wall_s"] for a in alone), "ray_alone": alone,
                               "runs": {"local": [round(x, 2) for x in local],
                                        "private": [round(x, 2) for x in private],
                                        "joined": [round(x, 2) for x in joined]}}
