@@ -109,3 +109,17 @@ def test_a_failed_background_batch_raises_once_at_flush_and_keeps_the_others(tmp
     c.flush()  # reported once
     assert set(_stored(path)) == set(keys[:68]) | set(keys[136:])  # the batches before and after are kept
     c.close()
+
+
+def test_a_lookup_finds_what_is_stored_and_only_that_whatever_the_key_length(tmp_path, monkeypatch):
+    c = RequestCache(tmp_path / "c.sqlite")
+    keys = [_key(i) for i in range(len(LIKELIHOODS))]
+    c.put_many(zip(keys[::2], LIKELIHOODS[::2]))  # every other key stored
+    wanted = dict(zip(keys[::2], LIKELIHOODS[::2]))
+    assert c.get_many(keys) == wanted  # sha256 keys: one statement for all
+    monkeypatch.setattr(cache_mod, "_BULK", False)
+    short = [k[:16] for k in keys]  # other keys take the IN (...) path
+    c.put_many(zip(short[1::2], LIKELIHOODS[1::2]))
+    assert c.get_many(short) == dict(zip(short[1::2], LIKELIHOODS[1::2]))
+    assert c.invalid == 0
+    c.close()

@@ -23,9 +23,21 @@ from pathlib import Path
 from typing import Any
 
 from luopan.errors import LuopanError
-from luopan.types import LoglikelihoodRequest, LoglikelihoodResult, Request, Result, result_from_json
+from luopan.types import (
+    LoglikelihoodRequest,
+    LoglikelihoodResult,
+    Request,
+    Result,
+    likelihood_of,
+    result_from_json,
+)
 
 SCHEMA_VERSION = 2
+
+#: the look-up of many sha256 keys in one statement: ?1 the keys as one blob, ?2 their count minus one (a join of
+#: the key index with the table's primary key, no bound parameter per key)
+_SELECT_BULK = ("WITH RECURSIVE i(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM i WHERE n < ?2) "
+                "SELECT r.key, r.value FROM i JOIN responses r ON r.key = substr(?1, i.n * 32 + 1, 32)")
 
 #: whether SQLite's json_each is there for bulk inserts (checked on first use), and the batch size from which
 #: they are used
@@ -203,18 +215,41 @@ class RequestCache:
         try:
             if self._db.execute("SELECT 1 FROM responses LIMIT 1").fetchone() is None:
                 return  # a new cache: nothing to look up
+            if all(len(k) == 32 for k in unique):  # sha256 keys: one statement per million keys
+                for i in range(0, len(unique), 1 << 20):
+                    chunk = unique[i : i + (1 << 20)]
+                    self._decode(self._db.execute(_SELECT_BULK, (b"".join(chunk), len(chunk) - 1)).fetchall(), found)
+                return
             for i in range(0, len(unique), 900):  # SQLite's bound-parameter limit
                 chunk = unique[i : i + 900]
                 marks = ",".join("?" * len(chunk))
                 rows = self._db.execute(f"SELECT key, value FROM responses WHERE key IN ({marks})", chunk).fetchall()
-                for k, v in rows:
-                    try:
-                        found[k] = result_from_json(v) if type(v) is str else _bad()
-                    except ValueError:
-                        self.invalid += 1
+                self._decode(rows, found)
         except sqlite3.DatabaseError as exc:
             raise CacheError(f"{self.path}: cannot read the request cache: {_cause(exc)}; move it aside "
                              f"(mv {self.path} {self.path}.bad) and rerun: every request will be asked again") from None
+
+    def _decode(self, rows: list[tuple[bytes, Any]], found: dict[bytes, Result]) -> None:
+        """Cached values as results (a log-likelihood array decoded inline: tens of thousands per run); a value
+        that is not a result is counted in :attr:`invalid` and left out (asked again)."""
+        import orjson
+
+        loads = orjson.loads
+        for k, v in rows:
+            if type(v) is not str:
+                self.invalid += 1
+                continue
+            try:
+                r = likelihood_of(loads(v)) if v[:1] == "[" else None
+            except orjson.JSONDecodeError:
+                r = None
+            if r is None:
+                try:
+                    r = result_from_json(v)
+                except ValueError:
+                    self.invalid += 1
+                    continue
+            found[k] = r
 
     def put_many(self, items: Iterable[tuple[bytes, Result]], *, background: bool = False) -> None:
         """Store ``items`` in one transaction. ``background``: a batch of log-likelihoods (numbers only, one SQLite
@@ -368,10 +403,6 @@ class RequestCache:
                 if self._db is not None:
                     self._db.close()
                     self._db = None
-
-
-def _bad() -> Any:
-    raise ValueError("not text")
 
 
 def expected_types(requests: Sequence[Request]) -> list[type]:

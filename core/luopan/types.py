@@ -195,14 +195,22 @@ def result_from_json(text: str) -> LoglikelihoodResult | GenerationResult:
     damaged or foreign value) raises ``ValueError``: the caller treats the entry as missing."""
     v = _loads(text)
     if type(v) is list:
-        if (len(v) == 3 and type(v[0]) in (float, int) and v[1] in (0, 1) and type(v[1]) is int
-                and type(v[2]) is int and v[2] >= 0):
-            return LoglikelihoodResult(float(v[0]), v[1] == 1, v[2])
+        ll = likelihood_of(v)
+        if ll is not None:
+            return ll
     elif type(v) is dict and type(v.get("text")) is str and set(v) <= _GENERATION_FIELDS:
         p, c, f = v.get("prompt_tokens"), v.get("completion_tokens"), v.get("finish_reason")
         if all(x is None or type(x) is int for x in (p, c)) and (f is None or type(f) is str):
             return GenerationResult(v["text"], p, c, f)
     raise ValueError(f"not a cached result: {text[:80]!r}")
+
+
+def likelihood_of(v: Any) -> LoglikelihoodResult | None:
+    """A decoded cache value ``[logprob, greedy 0/1, tokens]`` as a log-likelihood; None if it is not one."""
+    if (type(v) is list and len(v) == 3 and type(v[0]) in (float, int) and type(v[1]) is int and v[1] in (0, 1)
+            and type(v[2]) is int and v[2] >= 0):
+        return LoglikelihoodResult(float(v[0]), v[1] == 1, v[2])
+    return None
 
 
 _GENERATION_FIELDS = frozenset({"text", "prompt_tokens", "completion_tokens", "finish_reason"})
